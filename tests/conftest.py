@@ -1,0 +1,41 @@
+import os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest
+import torch
+
+
+def make_hf_model(n_layer=2, n_head=2, n_embd=64, n_positions=128, seed=0):
+    "A transformers GPT2LMHeadModel with random weights, built offline (the oracle)."
+    import transformers
+    torch.manual_seed(seed)
+    cfg = transformers.GPT2Config(n_layer=n_layer, n_head=n_head, n_embd=n_embd, n_positions=n_positions,
+                                  pad_token_id=50256)
+    return transformers.GPT2LMHeadModel(cfg).eval()
+
+
+def ours_from_hf(hf):
+    "Load the oracle's weights into our model through a bare state dict."
+    from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
+    from gpt2_learn.model import GPT2Model
+    from gpt2_learn.config import GPT2Config
+    cfg = GPT2Config.from_dict(hf.config.to_dict())
+    return load_state_dict_strict(GPT2Model(cfg), convert_hf_state_dict(hf.state_dict())).eval()
+
+
+@pytest.fixture(scope="session")
+def hf_small():
+    return make_hf_model()
+
+
+@pytest.fixture(scope="session")
+def hf_124m():
+    "The full 124M GPT-2 shape with random weights."
+    return make_hf_model(n_layer=12, n_head=12, n_embd=768, n_positions=1024, seed=1)
+
+
+@pytest.fixture(scope="session")
+def ours_124m(hf_124m):
+    return ours_from_hf(hf_124m)

@@ -1,0 +1,118 @@
+"Generation against transformers' generate (random weights, 124M shape): greedy, sampled, batched, streamed."
+import pytest
+import torch
+
+from conftest import ours_from_hf
+from gpt2_learn.config import InferenceConfig
+from gpt2_learn.generation import TextStream, generate, generate_ids, pad_left
+from gpt2_learn.tokenizer import load_tokenizer
+
+PROMPT = torch.randint(0, 50257, (1, 16), generator=torch.Generator().manual_seed(5))
+
+
+def hf_generate(hf, ids, **kw):
+    with torch.no_grad():
+        return hf.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=50256, max_new_tokens=100, **kw)
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.2])
+def test_greedy_100_tokens_equals_transformers(hf_124m, ours_124m, penalty):
+    expected = hf_generate(hf_124m, PROMPT, do_sample=False, repetition_penalty=penalty)
+    ours = generate_ids(ours_124m, PROMPT, 100, do_sample=False, repetition_penalty=penalty)
+    assert expected.shape[1] == PROMPT.shape[1] + 100            # no early EOS, so the comparison is long
+    assert torch.equal(ours, expected)
+
+
+def test_sampling_guide_defaults_equals_transformers(hf_124m, ours_124m):
+    cfg = InferenceConfig()                                       # temperature 1.0, top_k 50, top_p 0.95, rep 1.2
+    torch.manual_seed(1234)
+    expected = hf_generate(hf_124m, PROMPT, do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
+                           top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty)
+    ours = generate_ids(ours_124m, PROMPT, 100, cfg.replace(seed=1234))
+    assert torch.equal(ours, expected)
+    assert not torch.equal(ours, generate_ids(ours_124m, PROMPT, 100, cfg.replace(seed=4321)))
+
+
+def test_sampling_other_settings_equal_transformers(hf_small):
+    ours = ours_from_hf(hf_small)
+    ids = PROMPT[:, :8]
+    torch.manual_seed(7)
+    expected = hf_generate(hf_small, ids, do_sample=True, temperature=0.7, top_k=0, top_p=0.9, min_p=0.05,
+                           repetition_penalty=1.3)
+    got = generate_ids(ours, ids, 100, InferenceConfig(temperature=0.7, top_k=0, top_p=0.9, min_p=0.05,
+                                                        repetition_penalty=1.3, seed=7))
+    assert torch.equal(got, expected)
+
+
+def test_cached_equals_uncached(hf_small):
+    ours = ours_from_hf(hf_small)
+    for kw in (dict(do_sample=False), dict(seed=11)):
+        assert torch.equal(generate_ids(ours, PROMPT, 40, **kw), generate_ids(ours, PROMPT, 40, use_cache=False, **kw))
+
+
+def test_padded_batch_equals_each_prompt_alone(hf_124m, ours_124m):
+    prompts = [PROMPT[0, :16].tolist(), PROMPT[0, :3].tolist(), PROMPT[0, 5:12].tolist()]
+    ids, mask = pad_left(prompts)
+    batch = generate_ids(ours_124m, ids, 30, attention_mask=mask, do_sample=False)[:, ids.shape[1]:]
+    for row, p in zip(batch, prompts):
+        alone = generate_ids(ours_124m, torch.tensor([p]), 30, do_sample=False)[0, len(p):]
+        assert torch.equal(row, alone)
+
+
+def test_padded_batch_equals_transformers(hf_small):
+    ours = ours_from_hf(hf_small)
+    ids, mask = pad_left([PROMPT[0, :10].tolist(), PROMPT[0, :4].tolist()])
+    with torch.no_grad():
+        expected = hf_small.generate(ids, attention_mask=mask, pad_token_id=50256, max_new_tokens=30, do_sample=False,
+                                     repetition_penalty=1.2)
+    assert torch.equal(generate_ids(ours, ids, 30, attention_mask=mask, do_sample=False), expected)
+
+
+def test_yields_one_token_per_row_per_step(hf_small):
+    ours = ours_from_hf(hf_small)
+    steps = list(ours.generate(PROMPT.repeat(3, 1), max_new_tokens=5, do_sample=False))
+    assert len(steps) == 5 and all(t.shape == (3,) and t.dtype == torch.long for t in steps)
+
+
+def test_prompt_longer_than_context_is_an_error(hf_small):
+    ours = ours_from_hf(hf_small)
+    with pytest.raises(ValueError, match="context window"):
+        next(generate(ours, torch.zeros(1, 200, dtype=torch.long)))
+
+
+def test_max_new_tokens_clipped_with_warning(hf_small):
+    ours = ours_from_hf(hf_small)
+    info = {}
+    with pytest.warns(UserWarning, match="clipped"):
+        out = generate_ids(ours, torch.zeros(1, 120, dtype=torch.long), 50, do_sample=False, eos_token_id=None, info=info)
+    assert out.shape[1] == 128 and info["stop_reason"] == "context window"
+
+
+def test_invalid_config_names_the_field(hf_small):
+    ours = ours_from_hf(hf_small)
+    with pytest.raises(ValueError, match="top_p"):
+        next(generate(ours, PROMPT, 5, top_p=1.5))
+
+
+@pytest.mark.parametrize("text", ["🦄🌈 emoji first", "日本語のテキストと中文", "mixed: café ñ 😀 — 你好 👩‍👩‍👧"])
+def test_streamed_text_equals_full_decode_without_broken_chars(hf_small, text):
+    "The prompt mixes emoji and CJK; random weights emit arbitrary byte tokens, the hard case for streaming."
+    tok = load_tokenizer()
+    ours = ours_from_hf(hf_small)
+    for seed in range(3):
+        stream = TextStream(ours, tok, text, max_new_tokens=40, seed=seed, eos_token_id=None)
+        pieces = list(stream)
+        full = tok.decode(stream.token_ids)
+        assert "".join(pieces) == full
+        # random tokens can form truly invalid UTF-8 (that is U+FFFD in the full decode too); the stream adds none
+        assert sum(p.count("\ufffd") for p in pieces) == full.count("\ufffd")
+
+
+@pytest.mark.parametrize("text", ["I ❤️ 🦄 and 你好世界 👩‍👩‍👧", "🇫🇷🇯🇵 flags, ñandú, Ελληνικά, 한국어 텍스트", "def f():\n    return '😀' * 3  # 中文"])
+def test_streaming_emoji_tokens_one_at_a_time(text):
+    from gpt2_learn.tokenizer import StreamDecoder
+    tok = load_tokenizer()
+    ids = tok.encode(text)
+    dec = StreamDecoder(tok)
+    pieces = [dec.put(i) for i in ids] + [dec.flush()]
+    assert "".join(pieces) == text and not any("\ufffd" in p for p in pieces)

@@ -1,0 +1,337 @@
+"Every sampling strategy against transformers' own logits processors (the oracle), plus the edge cases."
+import os
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers.generation.logits_process import (
+    LogitsProcessorList, MinPLogitsWarper, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, TypicalLogitsWarper)
+
+from gpt2_learn.config import InferenceConfig
+from gpt2_learn.sampling import (
+    apply_presence_frequency_penalty, apply_repetition_penalty, apply_temperature, distribution_stats, min_p_filter,
+    no_repeat_ngram_filter, process_logits, select_next_token, top_k_filter, top_p_filter, typical_filter)
+
+SHAPES = [(1, 50257), (3, 100), (2, 7)]
+SEEDS = [0, 1]
+INF = float("-inf")
+
+
+def rand_logits(shape, seed, ties=False):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(shape, generator=g) * 3
+    return x.round() if ties else x  # rounding makes many exact ties
+
+
+def rand_ids(B, V, T, seed):
+    g = torch.Generator().manual_seed(seed + 100)
+    return torch.randint(0, min(V, 12), (B, T), generator=g)  # small id range: repeats and n-gram hits
+
+
+def same(ours, theirs):
+    "Bitwise-equal values and identical -inf masks."
+    assert torch.equal(ours == INF, theirs == INF)
+    assert_close(ours, theirs, rtol=0, atol=0)
+
+
+cases = pytest.mark.parametrize("shape", SHAPES)
+seeds = pytest.mark.parametrize("seed", SEEDS)
+ties = pytest.mark.parametrize("tie", [False, True])
+
+
+@cases
+@seeds
+@pytest.mark.parametrize("penalty", [0.8, 1.2, 2.0])
+def test_repetition_penalty(shape, seed, penalty):
+    x, ids = rand_logits(shape, seed), rand_ids(shape[0], shape[1], 9, seed)
+    same(apply_repetition_penalty(x, ids, penalty), RepetitionPenaltyLogitsProcessor(penalty)(ids, x.clone()))
+
+
+@cases
+@seeds
+@pytest.mark.parametrize("t", [0.3, 0.7, 1.5])
+def test_temperature(shape, seed, t):
+    x = rand_logits(shape, seed)
+    same(apply_temperature(x, t), TemperatureLogitsWarper(t)(None, x.clone()))
+
+
+@cases
+@seeds
+@ties
+@pytest.mark.parametrize("k", [1, 3, 50, 100_000])
+def test_top_k(shape, seed, tie, k):
+    x = rand_logits(shape, seed, tie)
+    same(top_k_filter(x, k), TopKLogitsWarper(k)(None, x.clone()))
+
+
+@cases
+@seeds
+@ties
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9, 0.95, 0.999])
+def test_top_p(shape, seed, tie, p):
+    x = rand_logits(shape, seed, tie)
+    same(top_p_filter(x, p), TopPLogitsWarper(p)(None, x.clone()))
+
+
+@cases
+@seeds
+@ties
+@pytest.mark.parametrize("m", [0.01, 0.1, 0.5, 1.0])
+def test_min_p(shape, seed, tie, m):
+    x = rand_logits(shape, seed, tie)
+    same(min_p_filter(x, m), MinPLogitsWarper(m)(None, x.clone()))
+
+
+@cases
+@seeds
+@ties
+@pytest.mark.parametrize("mass", [0.05, 0.2, 0.5, 0.9, 0.99])
+def test_typical(shape, seed, tie, mass):
+    x = rand_logits(shape, seed, tie)
+    same(typical_filter(x, mass), TypicalLogitsWarper(mass)(None, x.clone()))
+
+
+@cases
+@seeds
+@pytest.mark.parametrize("n", [1, 2, 3, 4])
+@pytest.mark.parametrize("T", [1, 3, 12])
+def test_no_repeat_ngram(shape, seed, n, T):
+    x, ids = rand_logits(shape, seed), rand_ids(shape[0], shape[1], T, seed)
+    same(no_repeat_ngram_filter(x, ids, n), NoRepeatNGramLogitsProcessor(n)(ids, x.clone()))
+
+
+def hf_processors(cfg: InferenceConfig):
+    "A LogitsProcessorList built the way `generate` builds it (no EOS/min-length processors)."
+    procs = []
+    if cfg.repetition_penalty != 1.0: procs.append(RepetitionPenaltyLogitsProcessor(float(cfg.repetition_penalty)))
+    if cfg.no_repeat_ngram_size > 0: procs.append(NoRepeatNGramLogitsProcessor(cfg.no_repeat_ngram_size))
+    if not cfg.greedy:
+        if cfg.temperature != 1.0: procs.append(TemperatureLogitsWarper(float(cfg.temperature)))
+        if cfg.top_k != 0: procs.append(TopKLogitsWarper(cfg.top_k))
+        if cfg.top_p < 1.0: procs.append(TopPLogitsWarper(cfg.top_p))
+        if cfg.min_p > 0: procs.append(MinPLogitsWarper(cfg.min_p))
+        if cfg.typical_p < 1.0: procs.append(TypicalLogitsWarper(cfg.typical_p))
+    return LogitsProcessorList(procs)
+
+
+CONFIGS = [
+    InferenceConfig(),  # the guide's defaults: rep 1.2, T 1.0, top_k 50, top_p 0.95
+    InferenceConfig(temperature=0.7, top_k=0, top_p=0.9, repetition_penalty=1.3, min_p=0.05),
+    InferenceConfig(temperature=1.5, top_k=20, top_p=1.0, typical_p=0.9, no_repeat_ngram_size=2),
+    InferenceConfig(temperature=0.8, top_k=5, top_p=0.0, repetition_penalty=1.0),
+    InferenceConfig(do_sample=False, repetition_penalty=1.2, no_repeat_ngram_size=3),
+    InferenceConfig(temperature=0, repetition_penalty=1.5),
+]
+
+
+@cases
+@seeds
+@pytest.mark.parametrize("cfg", CONFIGS, ids=range(len(CONFIGS)))
+def test_pipeline_matches_transformers(shape, seed, cfg):
+    x, ids = rand_logits(shape, seed), rand_ids(shape[0], shape[1], 10, seed)
+    ours = process_logits(x, ids, cfg, prompt_len=4)
+    same(ours, hf_processors(cfg)(ids, x.clone()))
+    # seeded draw == torch.multinomial on transformers-processed probabilities with the same seed
+    tok = select_next_token(ours, cfg, generator=torch.Generator().manual_seed(seed))
+    theirs = hf_processors(cfg)(ids, x.clone())
+    if cfg.greedy: ref = theirs.argmax(-1)
+    else: ref = torch.multinomial(theirs.softmax(-1), 1, generator=torch.Generator().manual_seed(seed)).squeeze(1)
+    assert torch.equal(tok, ref) and tok.shape == (shape[0],) and tok.dtype == torch.long
+
+
+def test_select_uses_global_seed_like_transformers():
+    x, cfg = rand_logits((4, 300), 3), InferenceConfig()
+    torch.manual_seed(11); ours = select_next_token(process_logits(x, rand_ids(4, 300, 5, 0), cfg), cfg)
+    torch.manual_seed(11); ref = torch.multinomial(hf_processors(cfg)(rand_ids(4, 300, 5, 0), x.clone()).softmax(-1), 1).squeeze(1)
+    assert torch.equal(ours, ref)
+
+
+def test_generate_token_for_token():
+    "A loop of our process_logits + select_next_token over transformers' own GPT-2 reproduces generate(do_sample=True)."
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval()
+    with torch.no_grad(): model.transformer.wte.weight.mul_(10)  # peaky, GPT-2-like distributions (the head is tied)
+    cfg = InferenceConfig(max_new_tokens=12, temperature=0.9, top_k=50, top_p=0.95, repetition_penalty=1.2, min_p=0.02)
+    prompt = torch.tensor([[5, 17, 17, 42, 7]])
+    torch.manual_seed(123)
+    ref = model.generate(prompt, do_sample=True, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                         top_k=cfg.top_k, top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty, min_p=cfg.min_p,
+                         pad_token_id=0, eos_token_id=None)
+    torch.manual_seed(123)
+    seq = prompt
+    with torch.no_grad():
+        for _ in range(cfg.max_new_tokens):
+            logits = model(seq).logits[:, -1].float()
+            tok = select_next_token(process_logits(logits, seq, cfg, prompt_len=prompt.shape[1]), cfg)
+            seq = torch.cat([seq, tok[:, None]], 1)
+    assert seq.tolist() == ref.tolist()
+
+
+# --- edge cases ---------------------------------------------------------------------------------
+
+def test_temperature_zero_is_greedy():
+    x, ids = rand_logits((3, 100), 0), rand_ids(3, 100, 6, 0)
+    cfg = InferenceConfig(temperature=0, repetition_penalty=1.0)
+    assert cfg.greedy
+    out = process_logits(x, ids, cfg)
+    assert out is x  # no warper runs, nothing removed
+    assert torch.equal(select_next_token(out, cfg), x.argmax(-1))
+    with pytest.raises(ValueError, match="temperature must be > 0"): apply_temperature(x, 0)
+
+
+def test_off_values_are_noops():
+    x, ids = rand_logits((2, 50), 0), rand_ids(2, 50, 6, 0)
+    assert top_k_filter(x, 0) is x and top_p_filter(x, 1.0) is x and min_p_filter(x, 0.0) is x
+    assert typical_filter(x, 1.0) is x and apply_repetition_penalty(x, ids, 1.0) is x
+    assert no_repeat_ngram_filter(x, ids, 0) is x and apply_presence_frequency_penalty(x, ids, 0.0, 0.0) is x
+    off = InferenceConfig(top_k=0, top_p=1.0, repetition_penalty=1.0)
+    assert process_logits(x, ids, off) is x
+
+
+def test_inputs_not_modified():
+    x, ids = rand_logits((2, 50), 0), rand_ids(2, 50, 6, 0)
+    x0 = x.clone()
+    cfg = InferenceConfig(temperature=0.7, min_p=0.1, typical_p=0.9, no_repeat_ngram_size=2, presence_penalty=0.5, frequency_penalty=0.3)
+    process_logits(x, ids, cfg, prompt_len=2)
+    assert torch.equal(x, x0)
+
+
+def test_top_k_ties_kept():
+    x = torch.tensor([[3., 1., 2., 2., 0.]])
+    assert (top_k_filter(x, 2) > INF).sum() == 3
+    assert (top_k_filter(x, 1) > INF).sum() == 1
+
+
+def test_top_token_always_kept():
+    x = rand_logits((3, 100), 0)
+    for out in (top_p_filter(x, 0.0), min_p_filter(x, 1.0), top_k_filter(x, 1)):
+        assert torch.equal(out.argmax(-1), x.argmax(-1))
+        assert ((out > INF).sum(-1) >= 1).all()
+
+
+def one_left(B=2, V=7):
+    x = torch.full((B, V), INF)
+    x[:, 3] = 1.5
+    return x
+
+
+@pytest.mark.parametrize("f", [
+    lambda z: top_k_filter(z, 3), lambda z: top_p_filter(z, 0.5), lambda z: top_p_filter(z, 0.0),
+    lambda z: min_p_filter(z, 0.3), lambda z: typical_filter(z, 0.5), lambda z: apply_temperature(z, 0.3),
+    lambda z: apply_repetition_penalty(z, torch.tensor([[3, 1], [0, 3]]), 1.3),
+    lambda z: apply_presence_frequency_penalty(z, torch.tensor([[3, 3], [0, 1]]), 0.5, 0.5),
+    lambda z: no_repeat_ngram_filter(z, torch.tensor([[1, 2, 1], [0, 0, 0]]), 2),
+    lambda z: process_logits(z, torch.tensor([[3, 1], [0, 3]]), InferenceConfig(min_p=0.1, typical_p=0.9)),
+], ids=["top_k", "top_p", "top_p0", "min_p", "typical", "temperature", "rep", "presence", "ngram", "pipeline"])
+def test_all_inf_but_one_no_nan(f):
+    out = f(one_left())
+    assert not out.isnan().any() and not out.softmax(-1).isnan().any()
+    assert (out[:, 3] > INF).all()
+    assert torch.equal(select_next_token(out, InferenceConfig(), torch.Generator().manual_seed(0)), torch.tensor([3, 3]))
+
+
+def presence_frequency_reference(logits, generated, presence, frequency):
+    out = logits.clone()
+    for b, row in enumerate(generated.tolist()):
+        for tok in set(row): out[b, tok] -= frequency * row.count(tok) + presence
+    return out
+
+
+@cases
+@seeds
+@pytest.mark.parametrize("presence,frequency", [(0.5, 0.0), (0.0, 0.7), (1.2, -0.4), (-2.0, 2.0)])
+@pytest.mark.parametrize("G", [0, 1, 15])
+def test_presence_frequency(shape, seed, presence, frequency, G):
+    x, gen = rand_logits(shape, seed), rand_ids(shape[0], shape[1], G, seed)
+    assert_close(apply_presence_frequency_penalty(x, gen, presence, frequency),
+                 presence_frequency_reference(x, gen, presence, frequency))
+
+
+def test_presence_frequency_only_generated_in_pipeline():
+    x = rand_logits((1, 20), 0)
+    ids = torch.tensor([[1, 2, 3, 4, 4]])  # prompt 1, 2, 3; generated 4, 4
+    cfg = InferenceConfig(do_sample=False, repetition_penalty=1.0, presence_penalty=0.5, frequency_penalty=0.25)
+    out = process_logits(x, ids, cfg, prompt_len=3)
+    assert_close(out, presence_frequency_reference(x, ids[:, 3:], 0.5, 0.25))
+    with pytest.raises(ValueError, match="prompt_len"): process_logits(x, ids, cfg)
+
+
+def test_padding_excluded_from_repetition_penalty():
+    x = rand_logits((2, 30), 0).abs() + 1  # positive logits
+    ids = torch.tensor([[5, 6, 7, 8], [0, 0, 6, 7]])  # row 1 is left-padded with token 0
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+    out = apply_repetition_penalty(x, ids, 2.0, mask=mask)
+    assert out[1, 0] == x[1, 0]  # the pad token is not penalised
+    assert_close(out[1, 6], x[1, 6] / 2) and assert_close(out[0, 5], x[0, 5] / 2)
+    # transformers' generate does the same for leading padding through prompt_ignore_length
+    same(out, RepetitionPenaltyLogitsProcessor(2.0, prompt_ignore_length=torch.tensor([0, 2]))(ids, x.clone()))
+    # ... while the bare processor penalises the pad token
+    assert RepetitionPenaltyLogitsProcessor(2.0)(ids, x.clone())[1, 0] == x[1, 0] / 2
+    # and the pipeline passes the mask through
+    same(process_logits(x, ids, InferenceConfig(do_sample=False, repetition_penalty=2.0), mask=mask), out)
+
+
+def test_temperature_last_order():
+    x, ids = rand_logits((2, 200), 0), rand_ids(2, 200, 5, 0)
+    cfg = InferenceConfig(temperature=2.0, top_k=0, top_p=0.6, repetition_penalty=1.0)
+    last = process_logits(x, ids, cfg, order="temperature_last")
+    same(last, apply_temperature(top_p_filter(x, 0.6), 2.0))
+    assert ((last > INF).sum(-1) < (process_logits(x, ids, cfg) > INF).sum(-1)).all()  # hot first keeps more
+    with pytest.raises(ValueError, match="order"): process_logits(x, ids, cfg, order="nope")
+
+
+def test_distribution_stats():
+    x = torch.tensor([[0., 0., 0., 0., INF, INF]])
+    s = distribution_stats(x)
+    assert s["kept"] == 4 and abs(s["entropy"] - torch.log(torch.tensor(4.)).item()) < 1e-6 and abs(s["perplexity"] - 4) < 1e-4
+    s = distribution_stats(x, reference=torch.zeros(1, 6), top=2)
+    assert abs(s["kept_mass"] - 4 / 6) < 1e-6 and len(s["top_ids"]) == 2
+    with pytest.raises(ValueError, match="one distribution"): distribution_stats(torch.zeros(2, 6))
+
+
+@pytest.mark.parametrize("call,msg", [
+    (lambda x: top_k_filter(x, -1), "top_k"), (lambda x: top_p_filter(x, 1.5), "top_p"),
+    (lambda x: min_p_filter(x, -0.1), "min_p"), (lambda x: typical_filter(x, 0.0), "typical_p"),
+    (lambda x: apply_repetition_penalty(x, torch.zeros(1, 1, dtype=torch.long), 0.0), "repetition_penalty"),
+    (lambda x: no_repeat_ngram_filter(x, torch.zeros(1, 1, dtype=torch.long), -1), "no_repeat_ngram_size"),
+])
+def test_bad_values_raise(call, msg):
+    with pytest.raises(ValueError, match=msg): call(torch.zeros(1, 5))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_other_dtypes(dtype):
+    x, ids = rand_logits((2, 64), 0).to(dtype), rand_ids(2, 64, 6, 0)
+    cfg = InferenceConfig(temperature=0.8, min_p=0.05, typical_p=0.95, no_repeat_ngram_size=2, presence_penalty=0.3)
+    out = process_logits(x, ids, cfg, prompt_len=2)
+    assert out.dtype == dtype and not out.isnan().any()
+    same(process_logits(x, ids, cfg.replace(presence_penalty=0.0)), hf_processors(cfg)(ids, x.clone()))
+
+
+def test_generate_left_padded_batch():
+    "With left padding, our mask-aware repetition penalty matches generate's (prompt_ignore_length), token for token."
+    from transformers import GPT2Config, GPT2LMHeadModel
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=300, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval()
+    with torch.no_grad(): model.transformer.wte.weight.mul_(10)  # peaky, GPT-2-like distributions (the head is tied)
+    cfg = InferenceConfig(max_new_tokens=10, temperature=0.5, top_k=40, top_p=0.9, repetition_penalty=3.0)
+    with torch.no_grad(): nxt = model(torch.tensor([[9, 9, 31]])).logits[0, -1].topk(3).indices.tolist()
+    pad = [t for t in nxt if t not in (9, 31)][0]  # a pad token the model likes next, not in the prompt
+    prompt = torch.tensor([[pad, pad, 9, 9, 31], [4, 9, 17, 17, 42]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    torch.manual_seed(7)
+    ref = model.generate(prompt, attention_mask=mask, do_sample=True, max_new_tokens=cfg.max_new_tokens,
+                         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                         repetition_penalty=cfg.repetition_penalty, pad_token_id=pad, eos_token_id=None)
+    torch.manual_seed(7)
+    seq, m = prompt, mask
+    with torch.no_grad():
+        for _ in range(cfg.max_new_tokens):
+            pos = (m.cumsum(-1) - 1).clamp(min=0)
+            logits = model(seq, attention_mask=m, position_ids=pos).logits[:, -1].float()
+            tok = select_next_token(process_logits(logits, seq, cfg, prompt_len=prompt.shape[1], mask=m), cfg)
+            seq, m = torch.cat([seq, tok[:, None]], 1), torch.cat([m, torch.ones_like(m[:, :1])], 1)
+    assert seq.tolist() == ref.tolist()
