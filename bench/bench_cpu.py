@@ -1,0 +1,92 @@
+"""Ours vs transformers `generate`, side by side in one process (124M GPT-2 shape, random weights, fp32, CPU).
+
+    python bench/bench_cpu.py [--new_tokens 64] [--repeats 2] [--quick] [--json out.json]
+
+Prints tokens/s of each and the ratio, for batch 1 and 8, prompts of 16 and 512 tokens, greedy and the
+reference guide's sampling (temperature 1.0, top_k 50, top_p 0.95, repetition_penalty 1.2); then our
+speedup from the KV cache (the same loop recomputing the whole sequence every step).
+"""
+import argparse, json, os, platform, time
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+import torch
+import transformers
+from gpt2_learn.config import GPT2Config, InferenceConfig
+from gpt2_learn.generation import generate_ids
+from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
+from gpt2_learn.model import GPT2Model
+
+GUIDE = dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.2)
+
+
+def build(name="gpt2", device="cpu", dtype=torch.float32):
+    "The oracle (transformers, random weights) and ours with the same weights."
+    c = GPT2Config.from_name(name)
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                                              pad_token_id=50256)).eval()
+    ours = load_state_dict_strict(GPT2Model(c), convert_hf_state_dict(hf.state_dict())).eval()
+    return hf.to(device, dtype), ours.to(device, dtype)
+
+
+def timed(fn, repeats, sync=lambda: None):
+    best = float("inf")
+    for _ in range(repeats):
+        sync(); t0 = time.perf_counter(); out = fn(); sync()
+        best = min(best, time.perf_counter() - t0)
+    return best, out
+
+
+def run_hf(hf, ids, n, sample):
+    kw = dict(do_sample=True, **GUIDE) if sample else dict(do_sample=False)
+    with torch.no_grad():
+        return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                           pad_token_id=50256, **kw)
+
+
+def run_ours(model, ids, n, sample, use_cache=True):
+    cfg = InferenceConfig(max_new_tokens=n, eos_token_id=None, **(dict(do_sample=True, **GUIDE) if sample else
+                                                                 dict(do_sample=False, repetition_penalty=1.0)))
+    return generate_ids(model, ids, config=cfg, use_cache=use_cache)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--new_tokens", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="batch 1, prompt 16 only")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    hf, ours = build()
+    n = args.new_tokens
+    print(f"# CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
+          f"transformers {transformers.__version__}; 124M shape, fp32, {n} new tokens, best of {args.repeats}")
+    print(f"{'batch':>5} {'prompt':>6} {'mode':>8} {'transformers tok/s':>19} {'ours tok/s':>11} {'ratio':>6}")
+    rows = []
+    for B in ([1] if args.quick else [1, 8]):
+        for T in ([16] if args.quick else [16, 512]):
+            ids = torch.randint(0, 50257, (B, T), generator=torch.Generator().manual_seed(B * 1000 + T))
+            for sample in (False, True):
+                run_hf(hf, ids, 2, sample); run_ours(ours, ids, 2, sample)          # warm-up
+                t_hf, out_hf = timed(lambda: (torch.manual_seed(0), run_hf(hf, ids, n, sample))[1], args.repeats)
+                t_us, out_us = timed(lambda: run_ours(ours, ids, n, sample), args.repeats)
+                assert out_hf.shape == out_us.shape == (B, T + n)
+                if not sample: assert torch.equal(out_hf, out_us), "greedy outputs differ"
+                r = dict(batch=B, prompt=T, mode="sample" if sample else "greedy",
+                         transformers_tok_s=B * n / t_hf, ours_tok_s=B * n / t_us, ratio=t_hf / t_us)
+                rows.append(r)
+                print(f"{B:>5} {T:>6} {r['mode']:>8} {r['transformers_tok_s']:>19.1f} {r['ours_tok_s']:>11.1f} {r['ratio']:>5.2f}x", flush=True)
+    print("\n# KV cache: ours with vs without the cache (greedy, batch 1, 16 new tokens)")
+    print(f"{'prompt':>6} {'no cache tok/s':>15} {'cache tok/s':>12} {'speedup':>8}")
+    for T in ([16] if args.quick else [16, 512]):
+        ids = torch.randint(0, 50257, (1, T), generator=torch.Generator().manual_seed(T))
+        t_nc, a = timed(lambda: run_ours(ours, ids, 16, False, use_cache=False), 1)
+        t_c, b = timed(lambda: run_ours(ours, ids, 16, False), args.repeats)
+        assert torch.equal(a, b)
+        rows.append(dict(prompt=T, mode="kv_cache", no_cache_tok_s=16 / t_nc, cache_tok_s=16 / t_c, speedup=t_nc / t_c))
+        print(f"{T:>6} {16 / t_nc:>15.1f} {16 / t_c:>12.1f} {t_nc / t_c:>7.1f}x", flush=True)
+    if args.json: json.dump(rows, open(args.json, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    main()
