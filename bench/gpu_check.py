@@ -1,0 +1,250 @@
+"""GPU checks and benchmark for gpt2_learn (run by bench/gpu_check.sh on an H100/H200).
+
+Tests: our model on CUDA vs transformers (logits, greedy generate token for token, fp32); the fast path
+(static cache + CUDA graph, with and without torch.compile) vs the eager loop (same greedy tokens in fp32,
+close in fp16); a padded batch on the fast path; the sampling pipeline on GPU vs CPU (same scores, same
+sampled distribution). Benchmark: ours vs transformers `generate` in one process, gpt2 and gpt2-xl shapes
+(random weights, fp16), batch 1 and 16, greedy and the guide's sampling, 128 new tokens: tokens/s, ms per
+step, peak GPU memory, and the fraction of the memory floor reached. Writes JSON and a table to $OUT.
+"""
+import datetime, json, os, platform, sys, time, traceback
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+import torch
+import transformers
+from gpt2_learn.config import GPT2Config, InferenceConfig
+from gpt2_learn.model import GPT2Model
+from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
+from gpt2_learn.generation import generate_ids, pad_left
+from gpt2_learn.sampling import process_logits
+from gpt2_learn.fast import fast_generate, sample_exponential, decode_floor_ms, get_decoder
+
+OUT = os.environ.get("OUT", "/tmp/gpu_out")
+os.makedirs(OUT, exist_ok=True)
+T_START = time.time()
+BUDGET = float(os.environ.get("GPU_CHECK_BUDGET", "420"))       # seconds: later parts are skipped past this
+GUIDE = dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.2)
+dev = torch.device(os.environ.get("GPU_CHECK_DEVICE", "cuda"))   # cpu: a smoke test of this script, nothing more
+MODELS = os.environ.get("GPU_CHECK_MODELS", "gpt2 gpt2-xl").split()
+TEST_MODEL = os.environ.get("GPU_CHECK_TEST_MODEL", "gpt2")
+torch._dynamo.config.cache_size_limit = 64                       # one compiled step per shape and setting
+results = {"meta": {}, "tests": [], "bench": []}
+
+
+def save():
+    json.dump(results, open(f"{OUT}/gpu.json", "w"), indent=1)
+
+
+def log(*a):
+    print(f"[{time.time() - T_START:6.1f}s]", *a, flush=True)
+
+
+def check(name, fn):
+    t0 = time.time()
+    try:
+        detail = fn(); ok = True
+    except Exception as e:
+        detail, ok = f"{type(e).__name__}: {e}", False
+        traceback.print_exc()
+    results["tests"].append(dict(name=name, ok=ok, detail=detail, seconds=round(time.time() - t0, 2)))
+    log("PASS" if ok else "FAIL", name, detail); save()
+
+
+def hf_model(name, dtype, seed=0):
+    c = GPT2Config.from_name(name)
+    torch.manual_seed(seed)
+    with torch.device(dev):
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
+                                                                  pad_token_id=50256))
+    return hf.to(dev, dtype).eval()
+
+
+def ours_from(hf):
+    c = GPT2Config.from_dict(hf.config.to_dict())
+    with torch.device(dev): m = GPT2Model(c)
+    return load_state_dict_strict(m, convert_hf_state_dict(hf.state_dict())).to(dev, hf.dtype).eval()
+
+
+def row_major_copy(model):
+    "The same model with every weight stored row-major (nn.Linear's default layout)."
+    with torch.device(dev): m = GPT2Model(model.config)
+    m = m.to(model.dtype).eval()
+    for mod in m.modules():
+        if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)): mod.weight = torch.nn.Parameter(mod.weight.data.contiguous())
+    m.lm_head.weight = m.wte.weight
+    with torch.no_grad():
+        for k, v in model.state_dict().items(): m.state_dict()[k].copy_(v)
+    return m
+
+
+def sync():
+    if dev.type == "cuda": torch.cuda.synchronize()
+
+
+def sync_time(fn):
+    sync(); t0 = time.perf_counter(); out = fn(); sync()
+    return time.perf_counter() - t0, out
+
+
+def ours_run(model, ids, n, cfg, impl):
+    if impl == "eager": return generate_ids(model, ids, n, cfg, fast=False)
+    new = list(fast_generate(model, ids, n, cfg, compile=(impl == "graph+compile")))
+    return torch.cat([ids] + [t[:, None] for t in new], 1)
+
+
+# ---------------------------------------------------------------- environment
+gpu_name = torch.cuda.get_device_properties(0).name if dev.type == "cuda" else platform.processor() or "cpu"
+x = torch.empty(2 ** (28 if dev.type == "cuda" else 22), dtype=torch.float16, device=dev); y = torch.empty_like(x)
+for _ in range(3): y.copy_(x)
+t, _ = sync_time(lambda: [y.copy_(x) for _ in range(10)])
+bw = 2 * x.nbytes * 10 / t / 1e9
+del x, y
+results["meta"] = dict(gpu=gpu_name, torch=torch.__version__, transformers=transformers.__version__,
+                       python=platform.python_version(), date=datetime.date.today().isoformat(),
+                       copy_bandwidth_gb_s=round(bw), new_tokens=128, prompt_tokens=16, dtype="float16")
+log(results["meta"]); save()
+
+# ---------------------------------------------------------------- tests
+hf32 = hf_model(TEST_MODEL, torch.float32, seed=1)
+ours32 = ours_from(hf32)
+P = torch.randint(0, 50257, (1, 16), generator=torch.Generator().manual_seed(5)).to(dev)
+GREEDY = InferenceConfig(do_sample=False, repetition_penalty=1.0, eos_token_id=None)
+
+
+def t_logits():
+    ids = torch.randint(0, 50257, (2, 64), device=dev)
+    with torch.no_grad(): d = (ours32(ids) - hf32(ids).logits).abs().max().item()
+    assert d < 1e-3, d
+    return f"max |logits diff| = {d:.2e} (fp32, CUDA, 124M shape)"
+
+
+def t_hf_greedy():
+    with torch.no_grad():
+        exp = hf32.generate(P, attention_mask=torch.ones_like(P), max_new_tokens=64, do_sample=False, repetition_penalty=1.2, pad_token_id=50256)
+    for fast in (False, True):
+        got = generate_ids(ours32, P, 64, do_sample=False, repetition_penalty=1.2, fast=fast)
+        assert torch.equal(got, exp), f"fast={fast}: first diff at {(got != exp).nonzero()[0].tolist()}"
+    return "64 greedy tokens (repetition_penalty 1.2) equal to transformers, eager loop and fast path"
+
+
+def t_fast_vs_eager_fp32():
+    eager = generate_ids(ours32, P, 128, GREEDY, fast=False)
+    out = {}
+    for impl in ("graph", "graph+compile"):
+        got = ours_run(ours32, P, 128, GREEDY, impl)
+        assert torch.equal(got, eager), f"{impl}: first diff at {(got != eager).nonzero()[0].tolist()}"
+    return "128 greedy tokens: graph and graph+compile equal the eager loop (fp32)"
+
+
+def t_padded_batch_fast():
+    ids, mask = pad_left([P[0, :16].tolist(), P[0, :3].tolist(), P[0, 4:11].tolist()])
+    ids, mask = ids.to(dev), mask.to(dev)
+    batch = torch.stack(list(fast_generate(ours32, ids, 40, GREEDY, mask)), 1)
+    for i, (row, n) in enumerate(zip(batch, (16, 3, 7))):
+        alone = generate_ids(ours32, ids[i:i + 1, 16 - n:], 40, GREEDY, fast=False)[0, n:]
+        assert torch.equal(row, alone), f"row {i} differs"
+    return "left-padded batch of 3 on the fast path: each row equals the prompt alone (eager)"
+
+
+def t_fp16_close():
+    hf16 = hf32.half(); ours16 = ours_from(hf16)
+    eager = generate_ids(ours16, P, 128, GREEDY, fast=False)
+    got = ours_run(ours16, P, 128, GREEDY, "graph")
+    same = (got == eager)[0, 16:]
+    first_diff = int((~same).nonzero()[0]) if not bool(same.all()) else None
+    with torch.no_grad():
+        d = (ours16(P).float() - ours32(P)).abs().max().item()
+    hf32.float()
+    assert d < 0.05, d
+    return f"fp16: max |logits - fp32 logits| = {d:.3g}; fast vs eager greedy: {int(same.sum())}/128 equal, first difference at {first_diff}"
+
+
+def t_sampling_gpu_vs_cpu():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 50257, generator=g) * 3
+    seq = torch.randint(0, 50257, (4, 40), generator=g)
+    cfg = InferenceConfig(**GUIDE, min_p=0.02)
+    cpu = process_logits(logits, seq, cfg)
+    gpu = process_logits(logits.to(dev), seq.to(dev), cfg).cpu()
+    assert torch.equal(torch.isinf(cpu), torch.isinf(gpu)), "different kept sets"
+    torch.testing.assert_close(gpu, cpu, rtol=1e-5, atol=1e-5)
+    probs = cpu.softmax(-1)[0]
+    n, chunk = (200_000, 4000) if dev.type == "cuda" else (4000, 1000)
+    gg = torch.Generator(device=dev).manual_seed(1)
+    p1 = gpu[:1].to(dev).softmax(-1).expand(chunk, -1).contiguous()
+    draws = torch.cat([sample_exponential(p1, gg) for _ in range(n // chunk)]).cpu()
+    emp = torch.bincount(draws, minlength=50257).float() / n
+    tv = 0.5 * (emp - probs).abs().sum().item()
+    assert tv < (0.02 if n > 10_000 else 0.1), tv
+    draws_cpu = torch.multinomial(probs, n, replacement=True, generator=torch.Generator().manual_seed(2))
+    tv_cpu = 0.5 * (torch.bincount(draws_cpu, minlength=50257).float() / n - probs).abs().sum().item()
+    return f"scores equal on GPU and CPU; {n} GPU draws vs CPU probabilities: total variation {tv:.4f} (CPU multinomial: {tv_cpu:.4f})"
+
+
+for name, fn in [("logits vs transformers on CUDA", t_logits), ("greedy generate vs transformers on CUDA", t_hf_greedy),
+                 ("fast path vs eager (fp32)", t_fast_vs_eager_fp32), ("padded batch on the fast path", t_padded_batch_fast),
+                 ("fast path vs eager (fp16)", t_fp16_close), ("sampling pipeline GPU vs CPU", t_sampling_gpu_vs_cpu)]:
+    check(name, fn)
+del hf32, ours32
+torch.cuda.empty_cache()
+
+# ---------------------------------------------------------------- benchmark
+N = 128
+for name in MODELS:
+    if time.time() - T_START > BUDGET: log("budget spent: skipping", name); break
+    hf = hf_model(name, torch.float16)
+    ours = ours_from(hf)
+    for B in (1, 16):
+        ids = torch.randint(0, 50257, (B, 16), generator=torch.Generator().manual_seed(B)).to(dev)
+        for mode in ("greedy", "sample"):
+            cfg = InferenceConfig(eos_token_id=None, **(dict(do_sample=False, repetition_penalty=1.0) if mode == "greedy" else GUIDE))
+            hf_kw = dict(do_sample=False) if mode == "greedy" else dict(do_sample=True, **GUIDE)
+            impls = ["transformers", "graph", "graph+compile"] + (["eager", "graph, row-major weights"] if B == 1 and mode == "greedy" else [])
+            for impl in impls:
+                if time.time() - T_START > BUDGET: break
+                try:
+                    if impl == "transformers":
+                        run = lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, min_new_tokens=N, pad_token_id=50256, **hf_kw)
+                    elif impl == "graph, row-major weights":       # does the CPU-friendly layout matter on a GPU?
+                        rm = row_major_copy(ours)
+                        run = lambda: ours_run(rm, ids, N, cfg, "graph")
+                    else:
+                        run = lambda: ours_run(ours, ids, N, cfg, impl)
+                    t_first, _ = sync_time(run)                   # warm-up (captures / compiles for ours)
+                    times = [sync_time(run)[0] for _ in range(3)]
+                    t = sorted(times)[1]
+                    floor = decode_floor_ms(GPT2Config.from_name(name), bw / 2, B, 16 + N)
+                    r = dict(model=name, batch=B, mode=mode, impl=impl, tok_s=round(B * N / t, 1), ms_per_step=round(t / N * 1e3, 3),
+                             first_call_s=round(t_first, 2), floor_ms=round(floor, 3), floor_fraction=round(floor / (t / N * 1e3), 3))
+                    results["bench"].append(r); save(); log(r)
+                except Exception as e:
+                    traceback.print_exc(); log("FAILED", name, B, mode, impl, e)
+    # peak memory of our generation alone (transformers' model moved off the GPU first)
+    try:
+        hf.to("cpu"); del hf
+        ours.__dict__.pop("_static_decoders", None)
+        if dev.type != "cuda": raise RuntimeError("peak GPU memory needs CUDA")
+        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
+        ids = torch.randint(0, 50257, (1, 16)).to(dev)
+        ours_run(ours, ids, N, InferenceConfig(do_sample=False, eos_token_id=None), "graph")
+        results["meta"][f"peak_mem_mb_{name}_b1"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        log("peak memory", name, results["meta"][f"peak_mem_mb_{name}_b1"], "MB"); save()
+    except Exception as e:
+        traceback.print_exc()
+    del ours; torch.cuda.empty_cache()
+
+# ---------------------------------------------------------------- table
+lines = [f"GPU: {results['meta']['gpu']}, torch {torch.__version__}, transformers {transformers.__version__}, {results['meta']['date']}; "
+         f"fp16, random weights, prompt 16, {N} new tokens; copy bandwidth {bw:.0f} GB/s (read+write)", "",
+         "| model | batch | mode | implementation | tokens/s | ms/step | x transformers | memory floor reached |",
+         "|---|---|---|---|---|---|---|---|"]
+for r in results["bench"]:
+    base = next((b for b in results["bench"] if b["impl"] == "transformers" and all(b[k] == r[k] for k in ("model", "batch", "mode"))), None)
+    ratio = f"{r['tok_s'] / base['tok_s']:.1f}x" if base else ""
+    lines.append(f"| {r['model']} | {r['batch']} | {r['mode']} | {r['impl']} | {r['tok_s']:,.0f} | {r['ms_per_step']:.3f} | {ratio} | {r['floor_fraction']:.0%} |")
+lines += ["", "Tests: " + ", ".join(f"{t['name']}: {'PASS' if t['ok'] else 'FAIL'}" for t in results["tests"])]
+lines += [f"Peak GPU memory, our generation alone (batch 1): " + ", ".join(f"{k}: {v} MB" for k, v in results["meta"].items() if k.startswith("peak"))]
+open(f"{OUT}/gpu_table.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+log("done"); save()
+sys.exit(0 if all(t["ok"] for t in results["tests"]) else 1)
