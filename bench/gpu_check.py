@@ -26,6 +26,11 @@ BUDGET = float(os.environ.get("GPU_CHECK_BUDGET", "420"))       # seconds: later
 GUIDE = dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.2)
 dev = torch.device(os.environ.get("GPU_CHECK_DEVICE", "cuda"))   # cpu: a smoke test of this script, nothing more
 MODELS = os.environ.get("GPU_CHECK_MODELS", "gpt2 gpt2-xl").split()
+BATCHES = [int(b) for b in os.environ.get("GPU_CHECK_BATCHES", "1 16").split()]
+IMPLS = os.environ.get("GPU_CHECK_IMPLS", "transformers,graph,graph+compile,graph+compile(full)").split(",")
+RUN_TESTS = os.environ.get("GPU_CHECK_TESTS", "1") == "1"
+MODES = os.environ.get("GPU_CHECK_MODES", "greedy sample").split()
+MEMORY = os.environ.get("GPU_CHECK_MEMORY", "1") == "1"
 TEST_MODEL = os.environ.get("GPU_CHECK_TEST_MODEL", "gpt2")
 torch._dynamo.config.cache_size_limit = 64                       # one compiled step per shape and setting
 results = {"meta": {}, "tests": [], "bench": []}
@@ -88,7 +93,7 @@ def sync_time(fn):
 
 def ours_run(model, ids, n, cfg, impl):
     if impl == "eager": return generate_ids(model, ids, n, cfg, fast=False)
-    new = list(fast_generate(model, ids, n, cfg, compile=(impl == "graph+compile")))
+    new = list(fast_generate(model, ids, n, cfg, compile={"graph": False, "graph+compile": True, "graph+compile(full)": "full"}[impl]))
     return torch.cat([ids] + [t[:, None] for t in new], 1)
 
 
@@ -181,7 +186,7 @@ def t_sampling_gpu_vs_cpu():
     return f"scores equal on GPU and CPU; {n} GPU draws vs CPU probabilities: total variation {tv:.4f} (CPU multinomial: {tv_cpu:.4f})"
 
 
-for name, fn in [("logits vs transformers on CUDA", t_logits), ("greedy generate vs transformers on CUDA", t_hf_greedy),
+for name, fn in [] if not RUN_TESTS else [("logits vs transformers on CUDA", t_logits), ("greedy generate vs transformers on CUDA", t_hf_greedy),
                  ("fast path vs eager (fp32)", t_fast_vs_eager_fp32), ("padded batch on the fast path", t_padded_batch_fast),
                  ("fast path vs eager (fp16)", t_fp16_close), ("sampling pipeline GPU vs CPU", t_sampling_gpu_vs_cpu)]:
     check(name, fn)
@@ -194,12 +199,13 @@ for name in MODELS:
     if time.time() - T_START > BUDGET: log("budget spent: skipping", name); break
     hf = hf_model(name, torch.float16)
     ours = ours_from(hf)
-    for B in (1, 16):
+    for B in BATCHES:
         ids = torch.randint(0, 50257, (B, 16), generator=torch.Generator().manual_seed(B)).to(dev)
-        for mode in ("greedy", "sample"):
+        for mode in MODES:
             cfg = InferenceConfig(eos_token_id=None, **(dict(do_sample=False, repetition_penalty=1.0) if mode == "greedy" else GUIDE))
             hf_kw = dict(do_sample=False) if mode == "greedy" else dict(do_sample=True, **GUIDE)
-            impls = ["transformers", "graph", "graph+compile"] + (["eager", "graph, row-major weights"] if B == 1 and mode == "greedy" else [])
+            impls = [i for i in IMPLS if i != "graph+compile(full)" or name == "gpt2"]                # full compile: 12 layers, not 48
+            impls += [i for i in ("eager", "graph, row-major weights") if B == 1 and mode == "greedy" and i in IMPLS]
             for impl in impls:
                 if time.time() - T_START > BUDGET: break
                 try:
@@ -219,19 +225,17 @@ for name in MODELS:
                     results["bench"].append(r); save(); log(r)
                 except Exception as e:
                     traceback.print_exc(); log("FAILED", name, B, mode, impl, e)
-    # peak memory of our generation alone (transformers' model moved off the GPU first)
+    del hf, ours; torch.cuda.empty_cache()
+
+# peak memory of our generation alone, each in a fresh process
+import subprocess
+for name in MODELS:
+    if dev.type != "cuda" or not MEMORY: break
     try:
-        hf.to("cpu"); del hf
-        ours.__dict__.pop("_static_decoders", None)
-        if dev.type != "cuda": raise RuntimeError("peak GPU memory needs CUDA")
-        torch.cuda.empty_cache(); torch.cuda.reset_peak_memory_stats()
-        ids = torch.randint(0, 50257, (1, 16)).to(dev)
-        ours_run(ours, ids, N, InferenceConfig(do_sample=False, eos_token_id=None), "graph")
-        results["meta"][f"peak_mem_mb_{name}_b1"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-        log("peak memory", name, results["meta"][f"peak_mem_mb_{name}_b1"], "MB"); save()
+        out = subprocess.run([sys.executable, "bench/gpu_memory.py", name], capture_output=True, text=True, timeout=120)
+        results.setdefault("memory", []).append(json.loads(out.stdout.strip().splitlines()[-1])); log(results["memory"][-1]); save()
     except Exception as e:
-        traceback.print_exc()
-    del ours; torch.cuda.empty_cache()
+        log("memory measurement failed", name, e, out.stderr[-2000:] if "out" in dir() else "")
 
 # ---------------------------------------------------------------- table
 lines = [f"GPU: {results['meta']['gpu']}, torch {torch.__version__}, transformers {transformers.__version__}, {results['meta']['date']}; "
@@ -243,7 +247,8 @@ for r in results["bench"]:
     ratio = f"{r['tok_s'] / base['tok_s']:.1f}x" if base else ""
     lines.append(f"| {r['model']} | {r['batch']} | {r['mode']} | {r['impl']} | {r['tok_s']:,.0f} | {r['ms_per_step']:.3f} | {ratio} | {r['floor_fraction']:.0%} |")
 lines += ["", "Tests: " + ", ".join(f"{t['name']}: {'PASS' if t['ok'] else 'FAIL'}" for t in results["tests"])]
-lines += [f"Peak GPU memory, our generation alone (batch 1): " + ", ".join(f"{k}: {v} MB" for k, v in results["meta"].items() if k.startswith("peak"))]
+lines += ["Peak GPU memory of our generation alone (fresh process, fp16, batch 1, 100 tokens greedy then sampled): " +
+          "; ".join(f"{m['model']}: weights {m['weights_mb']} MB, peak allocated {m['peak_allocated_mb']} MB, peak reserved {m['peak_reserved_mb']} MB" for m in results.get("memory", []))]
 open(f"{OUT}/gpu_table.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 log("done"); save()
