@@ -1,0 +1,323 @@
+"TextGenerator and the CLI: the reference guide's examples, determinism, streaming, batches, chat, and every bad input."
+import io, os, sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2_learn.config import GPT2Config, InferenceConfig
+from gpt2_learn.inference import (TextGenerator, PromptError, build_parser, chat_prompt, config_from_args, main,
+                                  read_prompt, unescape_prompt)
+from gpt2_learn.model import GPT2Model
+from gpt2_learn.weights import bundled_model_path
+
+HAVE_BUNDLED = bundled_model_path().is_file()
+needs_bundled = pytest.mark.skipif(not HAVE_BUNDLED, reason=f"the bundled model is not built yet ({bundled_model_path()}); "
+                                                            "the training issue ships it")
+
+
+@pytest.fixture(scope="session")
+def micro_ckpt(tmp_path_factory):
+    "A random gpt2-micro checkpoint (context window 128)."
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "micro.pth"
+    GPT2Model(GPT2Config.from_name("gpt2-micro")).save_checkpoint(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def micro_gen(micro_ckpt):
+    return TextGenerator(micro_ckpt, device="cpu")
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err, *contains):
+    assert err.count("\n") == 1 and err.endswith("\n"), f"not one line: {err!r}"
+    assert "Traceback" not in err and "error:" in err, err
+    for c in contains: assert c in err, (c, err)
+
+
+# ---------------------------------------------------------------- the guide's command lines
+
+GUIDE_EXAMPLES = {   # the guide's flags, with --max_new_tokens lowered to keep CI fast
+    "single generation": ["--prompt", "Once upon a time in a distant galaxy", "--max_new_tokens", "20"],
+    "creative writing": ["--prompt", "In a world where magic exists", "--temperature", "0.9", "--top_k", "50",
+                         "--top_p", "0.95", "--max_new_tokens", "40"],
+    "technical writing": ["--prompt", "The algorithm works by", "--temperature", "0.7", "--top_k", "40",
+                          "--repetition_penalty", "1.3", "--max_new_tokens", "30"],
+    "dialogue": ["--prompt", r"Person A: How are you?\nPerson B:", "--temperature", "0.8", "--top_p", "0.92",
+                 "--max_new_tokens", "30"],
+    "code": ["--prompt", "def fibonacci(n):", "--temperature", "0.5", "--top_k", "30", "--repetition_penalty", "1.1",
+             "--max_new_tokens", "30"],
+    "story continuation": ["--prompt", "The old man walked into the forest and found", "--temperature", "1.0",
+                           "--top_k", "60", "--top_p", "0.95", "--max_new_tokens", "40"],
+    "sampling (default)": ["--prompt", "Hello world", "--max_new_tokens", "20"],
+    "greedy": ["--prompt", "Hello world", "--no_sample", "--max_new_tokens", "20"],
+    "streaming": ["--prompt", "Hello world", "--stream", "--max_new_tokens", "10"],
+    "no streaming": ["--prompt", "Hello world", "--no_stream", "--max_new_tokens", "10"],
+    "multi-turn": ["--prompt", r"User: What is AI?\nAssistant: AI stands for Artificial Intelligence.\nUser: How does it work?\nAssistant:",
+                   "--max_new_tokens", "20"],
+    "controlled": ["--prompt", r"Title: The Future of AI\nSummary:", "--temperature", "0.7", "--max_new_tokens", "20"],
+    "force cpu": ["--prompt", "Hello world", "--device", "cpu", "--max_new_tokens", "10"],
+}
+
+
+def check_guide_example(capsys, argv):
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    prompt = unescape_prompt(argv[argv.index("--prompt") + 1])
+    assert out.startswith(prompt) and out.endswith("\n")                 # the prompt, then its continuation
+    assert "tokens/s" in err and "stopped:" in err and "Traceback" not in err
+    return out, err
+
+
+@needs_bundled
+@pytest.mark.parametrize("name", list(GUIDE_EXAMPLES))
+def test_guide_examples_on_bundled_model(capsys, name):
+    out, err = check_guide_example(capsys, GUIDE_EXAMPLES[name])
+    assert err.startswith("note: using the small GPT-2 bundled")
+
+
+@pytest.mark.parametrize("name", list(GUIDE_EXAMPLES))
+def test_guide_examples_with_model_path(capsys, micro_ckpt, name):
+    check_guide_example(capsys, ["--model_path", micro_ckpt] + GUIDE_EXAMPLES[name])
+
+
+@pytest.mark.parametrize("preset", ["quality", "creativity", "consistency", "speed"])
+def test_presets_run(capsys, micro_ckpt, preset):
+    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hi", "--preset", preset, "--max_new_tokens", "5")
+    assert code == 0 and out.startswith("Hi"), err
+
+
+def test_preset_then_explicit_flags():
+    args = build_parser().parse_args(["--preset", "speed", "--max_new_tokens", "7", "--stream"])
+    cfg = config_from_args(args)
+    assert (cfg.do_sample, cfg.stream, cfg.max_new_tokens) == (False, True, 7)
+    cfg = config_from_args(build_parser().parse_args(["--preset", "quality", "--temperature", "0.3"]))
+    assert (cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty) == (0.3, 45, 0.93, 1.25)
+    d, cfg = InferenceConfig(), config_from_args(build_parser().parse_args([]))
+    assert cfg == d and (d.temperature, d.top_k, d.top_p, d.repetition_penalty, d.max_new_tokens, d.do_sample, d.stream) == \
+        (1.0, 50, 0.95, 1.2, 100, True, True)                         # the guide's defaults
+    cfg = config_from_args(build_parser().parse_args(["--stop", r"\n\n", "--stop", "END", "--min_p", "0.1", "--seed", "3"]))
+    assert (cfg.stop, cfg.min_p, cfg.seed) == (("\n\n", "END"), 0.1, 3)
+
+
+def test_greedy_is_deterministic(capsys, micro_ckpt):
+    argv = ["--model_path", micro_ckpt, "--prompt", "Hello world", "--no_sample", "--max_new_tokens", "25"]
+    a, b = run_cli(capsys, *argv), run_cli(capsys, *argv)
+    assert a[0] == b[0] == 0 and a[1] == b[1]
+
+
+@pytest.mark.parametrize("extra", [[], ["--top_k", "0", "--top_p", "1.0", "--temperature", "1.3", "--min_p", "0.02"]])
+def test_stream_equals_no_stream_for_same_seed(capsys, micro_ckpt, extra):
+    argv = ["--model_path", micro_ckpt, "--prompt", "Once upon a time", "--seed", "11", "--max_new_tokens", "40", *extra]
+    s, n = run_cli(capsys, *argv, "--stream"), run_cli(capsys, *argv, "--no_stream")
+    assert s[0] == n[0] == 0 and s[1] == n[1]
+    other = run_cli(capsys, *argv[:-2], "--seed", "12", "--max_new_tokens", "40", *extra)
+    assert other[1] != s[1]
+
+
+def test_no_echo_and_stop_and_dtype(capsys, micro_ckpt, micro_gen):
+    greedy = InferenceConfig(do_sample=False, max_new_tokens=30, stream=False)
+    full = micro_gen.generate_text("Hello", greedy)
+    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hello", "--no_sample", "--max_new_tokens", "30", "--no_echo")
+    assert code == 0 and out == full + "\n"
+    stop = full[3:6]
+    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hello", "--no_sample", "--max_new_tokens", "30",
+                             "--no_echo", "--stop", stop)
+    assert code == 0 and out == full[:full.find(stop)] + "\n" and "stopped: stop string" in err
+    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hello", "--max_new_tokens", "5", "--dtype", "bfloat16")
+    assert code == 0, err
+
+
+def test_summary_reports_context_window(capsys, micro_ckpt):
+    prompt = "word" + " word" * 119                                       # 120 tokens of a 128-token window
+    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", prompt, "--no_sample", "--max_new_tokens", "50",
+                             "--repetition_penalty", "1.0")
+    assert code == 0 and "8 tokens in" in err and "stopped: context window" in err, err
+
+
+def test_prompt_from_file_and_stdin(capsys, micro_ckpt, tmp_path, monkeypatch):
+    f = tmp_path / "p.txt"
+    f.write_text("Person A: café?\nPerson B:\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "--model_path", micro_ckpt, "--prompt_file", f, "--max_new_tokens", "5", "--no_sample")
+    assert code == 0 and out.startswith("Person A: café?\nPerson B:")
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("日本語 text".encode())))
+    code, out, _ = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "-", "--max_new_tokens", "5", "--no_sample")
+    assert code == 0 and out.startswith("日本語 text")
+
+
+def test_prompt_escapes():
+    assert unescape_prompt(r"Person A: How are you?\nPerson B:") == "Person A: How are you?\nPerson B:"
+    assert unescape_prompt("naïve café 日本 🙂\\t!") == "naïve café 日本 🙂\t!"
+    assert unescape_prompt(r"C:\Users\x") == r"C:\Users\x"                 # malformed escapes: kept as typed
+    assert read_prompt("-", stdin=io.BytesIO(b"line\n")) == "line"
+
+
+# ---------------------------------------------------------------- Python API
+
+def test_generate_batch_equals_generate_text_alone(micro_gen):
+    greedy = InferenceConfig(max_new_tokens=24, do_sample=False, stream=False)
+    prompts = ["Once upon a time", "In the future", "The scientist discovered that the", "def fibonacci(n):", "A"]
+    batch = micro_gen.generate_batch(prompts, greedy)
+    assert batch == [micro_gen.generate_text(p, greedy) for p in prompts]
+    assert len(set(batch)) > 1
+    stopped = greedy.replace(stop=(batch[0][5:8],))                      # a stop string in the first row only
+    assert micro_gen.generate_batch(prompts, stopped) == [micro_gen.generate_text(p, stopped) for p in prompts]
+    assert micro_gen.generate_batch([], greedy) == []
+
+
+def test_generate_batch_eos_rows(micro_ckpt):
+    "Rows that reach <|endoftext|> at different steps, as text alone would."
+    model = GPT2Model.from_checkpoint(micro_ckpt)
+    with torch.no_grad(): model.ln_f.bias.copy_(model.wte.weight[50256] * 0.05)   # EOS likelier, not certain
+    gen = TextGenerator.from_model(model)
+    cfg = InferenceConfig(max_new_tokens=30, do_sample=False, stream=False, repetition_penalty=1.0)
+    prompts = ["Hello", "The old man walked", "x = 1", "Once upon"]
+    assert gen.generate_batch(prompts, cfg) == [gen.generate_text(p, cfg) for p in prompts]
+
+
+@needs_bundled
+def test_generate_batch_on_bundled_model():
+    gen = TextGenerator(device="cpu")
+    greedy = InferenceConfig(max_new_tokens=30, do_sample=False, stream=False)
+    prompts = ["Once upon a time", "def fibonacci(n):", "The scientist discovered"]
+    assert gen.generate_batch(prompts, greedy) == [gen.generate_text(p, greedy) for p in prompts]
+
+
+def test_generate_text_streams_and_returns(micro_gen, capsys):
+    cfg = InferenceConfig(max_new_tokens=12, seed=5)
+    text = micro_gen.generate_text("Hello", cfg)
+    assert capsys.readouterr().out == "Hello" + text + "\n"
+    assert text == micro_gen.generate_text("Hello", cfg.replace(stream=False))
+    assert capsys.readouterr().out == ""                                  # stream=False prints nothing
+    s = micro_gen.last_stats
+    assert s.new_tokens == 12 and s.stop_reason == "max_new_tokens" and s.device == "cpu" and s.tokens_per_s > 0
+
+
+def test_eos_stop_reason(micro_ckpt):
+    model = GPT2Model.from_checkpoint(micro_ckpt)
+    with torch.no_grad(): model.ln_f.bias.copy_(model.wte.weight[50256] * 40)    # EOS at once
+    gen = TextGenerator.from_model(model)
+    assert gen.generate_text("Hello", InferenceConfig(do_sample=False, stream=False, repetition_penalty=1.0)) == ""
+    assert gen.last_stats.stop_reason == "eos" and "end of text" in str(gen.last_stats)
+
+
+def test_guide_python_api(micro_ckpt, capsys, monkeypatch):
+    "The guide's 'Batched Prompts', 'Python API' and 'Interactive in Python' snippets."
+    generator = TextGenerator(str(micro_ckpt), device="cpu")
+    config = InferenceConfig(max_new_tokens=10, temperature=0.8)
+    for prompt in ["Once upon a time", "In the future", "The scientist discovered"]:
+        generator.generate_text(prompt, config)
+    assert capsys.readouterr().out.count("\n") >= 3
+    config = InferenceConfig(max_new_tokens=15, temperature=0.8, top_k=50, top_p=0.95, repetition_penalty=1.2, stream=True)
+    generator.generate_text("Your prompt here", config)
+    answers = iter(["Hello there", "quit"])
+    monkeypatch.setattr("builtins.input", lambda p="": next(answers))
+    generator.interactive_mode(InferenceConfig(max_new_tokens=5))
+    out, err = capsys.readouterr()
+    assert out.startswith("Your prompt here") and err.count("tokens/s") == 1
+
+
+def test_chat_mode_carries_history(micro_gen, capsys):
+    prompts, real_stream = [], micro_gen.stream
+    def spy(prompt, config=None): prompts.append(prompt); return real_stream(prompt, config)
+    micro_gen.stream = spy
+    try:
+        lines = iter(["What is AI?", "How does it work?", "exit"])
+        micro_gen.interactive_mode(InferenceConfig(max_new_tokens=8, do_sample=False), chat=True, input_fn=lambda p: next(lines))
+    finally: del micro_gen.stream
+    assert prompts[0] == "User: What is AI?\nAssistant:"
+    assert prompts[1].startswith("User: What is AI?\nAssistant:") and prompts[1].endswith("User: How does it work?\nAssistant:")
+    tok = micro_gen.tokenizer
+    hist = [(f"question {i}", "answer " * 20) for i in range(20)]
+    p = chat_prompt(hist, "last?", tok, 128, 40)
+    assert len(tok.encode(p)) <= 128 - 40 and p.endswith("User: last?\nAssistant:") and "question 19" in p and "question 0" not in p
+
+
+# ---------------------------------------------------------------- bad input: one line, exit 2 (usage) or 1 (runtime)
+
+BAD_FLAGS = [
+    (["--bogus"], "unrecognized arguments: --bogus"),
+    (["--temperature", "-0.5"], "--temperature must be >= 0"),
+    (["--top_p", "1.5"], "--top_p must be in [0, 1]"),
+    (["--top_p", "-0.1"], "--top_p must be in [0, 1]"),
+    (["--top_k", "-1"], "--top_k must be an integer >= 0"),
+    (["--top_k", "ten"], "invalid int value"),
+    (["--repetition_penalty", "0"], "--repetition_penalty must be > 0"),
+    (["--repetition_penalty", "-1.2"], "--repetition_penalty must be > 0"),
+    (["--max_new_tokens", "0"], "--max_new_tokens must be an integer >= 1"),
+    (["--min_p", "2"], "--min_p"),
+    (["--preset", "fast"], "invalid choice: 'fast'"),
+    (["--device", "gpu"], "'gpu' is not a device"),
+    (["--dtype", "int8"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,msg", BAD_FLAGS, ids=[" ".join(a) for a, _ in BAD_FLAGS])
+def test_bad_flags_exit_2(capsys, argv, msg):
+    code, out, err = run_cli(capsys, "--prompt", "Hello", *argv)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, msg)
+
+
+def test_bad_prompts_exit_2(capsys, micro_ckpt, tmp_path, monkeypatch):
+    m = ["--model_path", micro_ckpt]
+    cases = [(["--prompt", ""], "the prompt is empty"),
+             ([], "no prompt: give --prompt"),
+             (["--prompt", "word " * 200], "the prompt is 201 tokens but the model's context window is 128"),
+             (["--prompt_file", tmp_path / "missing.txt"], "can't read the prompt file"),
+             (["--prompt", "a", "--prompt_file", "x"], "not allowed with argument")]
+    (tmp_path / "latin1.txt").write_bytes("café".encode("latin-1"))
+    (tmp_path / "empty.txt").write_bytes(b"")
+    cases += [(["--prompt_file", tmp_path / "latin1.txt"], "is not UTF-8 text (byte 0xe9 at offset 3)"),
+              (["--prompt_file", tmp_path / "empty.txt"], "the prompt is empty")]
+    for argv, msg in cases:
+        code, out, err = run_cli(capsys, *m, *argv)
+        assert code == 2 and out == "", (argv, err)
+        assert_one_line_error(err, msg)
+    for data, msg in [(b"caf\xe9 \xff", "stdin is not UTF-8 text (byte 0xe9 at offset 3)"), (b"", "the prompt is empty")]:
+        monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+        code, out, err = run_cli(capsys, *m, "--prompt", "-")
+        assert code == 2 and out == ""
+        assert_one_line_error(err, msg)
+
+
+def test_bad_models_exit_1(capsys, micro_ckpt, tmp_path, monkeypatch):
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(micro_ckpt.read_bytes()[:5000])
+    (tmp_path / "garbage.pth").write_bytes(b"this is not a checkpoint")
+    (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    torch.save({"something": 1}, tmp_path / "other.pth")
+    (tmp_path / "emptydir").mkdir()
+    cases = [(tmp_path / "missing.pth", "model not found"), ("checkpoints/best_model.pth", "model not found"),
+             (truncated, "truncated or corrupt"), (tmp_path / "garbage.pth", "truncated or corrupt"),
+             (tmp_path / "bad.safetensors", "bad.safetensors"), (tmp_path / "other.pth", "not a gpt2_learn checkpoint"),
+             (tmp_path / "emptydir", "no model.safetensors")]
+    for path, msg in cases:
+        code, out, err = run_cli(capsys, "--model_path", path, "--prompt", "Hello")
+        assert code == 1 and out == "", (path, err)
+        assert_one_line_error(err, msg)
+    monkeypatch.setattr("gpt2_learn.weights.bundled_model_path", lambda: tmp_path / "assets" / "bundled_model.pth")
+    code, out, err = run_cli(capsys, "--prompt", "Hello")
+    assert code == 1
+    assert_one_line_error(err, "the bundled model is missing")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_gpu_exit_1(capsys, micro_ckpt):
+    for dev in ["cuda", "cuda:1"]:
+        code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hello", "--device", dev)
+        assert code == 1 and out == ""
+        assert_one_line_error(err, "no CUDA GPU", "--device cpu")
+
+
+def test_python_api_errors(micro_gen):
+    with pytest.raises(PromptError, match="empty"): micro_gen.generate_text("", InferenceConfig(stream=False))
+    with pytest.raises(PromptError, match="context window"): micro_gen.generate_batch(["ok", "word " * 300])
+    with pytest.raises(ValueError, match="temperature"): micro_gen.generate_text("Hi", InferenceConfig(temperature=-1))
