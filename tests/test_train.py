@@ -1,0 +1,145 @@
+"Training: a short run lowers the loss and writes loadable checkpoints; kill -9 + --resume; bad input -> one line, exit 2."
+import os, signal, subprocess, sys, time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gpt2_learn.model import GPT2Model
+from gpt2_learn.train import (TrainArgs, build_python_corpus, evaluate, export_bundled, lr_at, main, param_groups,
+                              prepare_data, train, unigram_entropy)
+
+TINY = ["--n_layer", "1", "--n_head", "2", "--n_embd", "32", "--n_positions", "64", "--block_size", "32", "--batch_size", "4",
+        "--lr", "1e-2", "--warmup", "5", "--eval_batches", "2", "--seed", "0"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    "A small, repetitive generated text (about 20k characters): easy to learn in a few dozen steps."
+    rng = np.random.default_rng(0)
+    words = ["def", "return", "self", "value", "import", "class", "for", "in", "if", "None", "print", "list"]
+    lines = [f"def f{i}(x):\n    return x + {i % 7}\n" + " ".join(rng.choice(words, 6)) + "\n" for i in range(400)]
+    p = tmp_path_factory.mktemp("data") / "corpus.txt"
+    p.write_text("".join(lines))
+    return p
+
+
+def tiny_args(data, out, **kw) -> TrainArgs:
+    a = dict(data=[str(data)], out_dir=str(out), n_layer=1, n_head=2, n_embd=32, n_positions=64, block_size=32, batch_size=4,
+             lr=1e-2, warmup=5, eval_batches=2, seed=0, progress=False)
+    return TrainArgs(**{**a, **kw})
+
+
+def env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+def test_short_run_lowers_loss_and_writes_loadable_checkpoints(text_file, tmp_path):
+    r = train(tiny_args(text_file, tmp_path, max_steps=40, eval_interval=10))
+    h = r["history"]
+    assert r["step"] == 40 and len(h) == 4
+    assert h[-1]["val_loss"] < h[0]["val_loss"] - 0.5 and h[-1]["val_loss"] < np.log(50257) / 2
+    for name in ("best_model.pth", "last.pth"):
+        m = GPT2Model.from_checkpoint(tmp_path / name)
+        assert m.config.n_embd == 32 and m.dtype == torch.float32
+    # the token cache is reused by a second run on the same files
+    _, _, meta = prepare_data([str(text_file)], tmp_path / "tokens")
+    assert meta["cached"]
+    # the fp16 export loads back (as float32) and gives nearly the same loss
+    m = GPT2Model.from_checkpoint(tmp_path / "best_model.pth")
+    small = export_bundled(tmp_path / "best_model.pth", tmp_path / "small.pth")
+    m16 = GPT2Model.from_checkpoint(small)
+    _, val, _ = prepare_data([str(text_file)], tmp_path / "tokens")
+    assert abs(evaluate(m, val) - evaluate(m16, val)) < 0.02
+    assert small.stat().st_size < (tmp_path / "best_model.pth").stat().st_size * 0.6
+    # fine-tuning starts from those weights (--init): the first evaluation is already as good as the last one
+    ft = train(tiny_args(text_file, tmp_path / "ft", init=str(tmp_path / "best_model.pth"), n_embd=None, max_steps=2,
+                         eval_interval=1, lr=1e-4, warmup=1))
+    assert ft["config"]["n_embd"] == 32 and ft["history"][0]["val_loss"] < h[0]["val_loss"] - 0.5
+
+
+def test_pieces():
+    assert lr_at(0, 100, 1.0, warmup=10) == pytest.approx(0.1) and lr_at(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
+    assert lr_at(100, 100, 1.0, warmup=10) == pytest.approx(0.1)     # cosine ends at min_lr = lr / 10
+    from gpt2_learn.config import GPT2Config
+    m = GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64))
+    decay, no_decay = param_groups(m, 0.1)
+    assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == m.num_params()
+    assert unigram_entropy([5, 5, 5, 5]) == 0 and unigram_entropy([1, 2, 3, 4]) == pytest.approx(np.log(4))
+
+
+def test_resume_after_kill9_reaches_the_same_step(text_file, tmp_path):
+    out = tmp_path / "ck"
+    cmd = [sys.executable, "-m", "gpt2_learn.train", "--data", str(text_file), "--out_dir", str(out), *TINY,
+           "--max_steps", "200", "--eval_interval", "10", "--save_interval", "5"]
+    p = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (out / "last.pth").exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    killed_at = torch.load(out / "last.pth", weights_only=True)["step"]
+    assert 0 < killed_at < 200
+    r = subprocess.run(cmd + ["--resume"], env=env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "resumed from" in r.stderr
+    ck = torch.load(out / "last.pth", weights_only=True)
+    assert ck["step"] == 200 and ck["tokens_seen"] == 200 * 4 * 32
+    GPT2Model.from_checkpoint(out / "best_model.pth"); GPT2Model.from_checkpoint(out / "last.pth")
+
+
+def test_resume_is_exact(text_file, tmp_path):
+    "Interrupted at step 12 (Ctrl+C) and resumed: the same weights and log as 24 steps straight through."
+    a = train(tiny_args(text_file, tmp_path / "a", max_steps=24, eval_interval=6))
+    def interrupt(msg):
+        if msg.startswith("step 12:"): raise KeyboardInterrupt
+    r = train(tiny_args(text_file, tmp_path / "b", max_steps=24, eval_interval=6), log=interrupt)
+    assert r["stop_reason"] == "interrupted" and r["step"] == 12
+    b = train(tiny_args(text_file, tmp_path / "b", max_steps=24, eval_interval=6, resume=True))
+    assert b["step"] == 24
+    wa = torch.load(tmp_path / "a" / "last.pth", weights_only=True)["model"]
+    wb = torch.load(tmp_path / "b" / "last.pth", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert [h["val_loss"] for h in a["history"]] == [h["val_loss"] for h in b["history"]]
+
+
+BAD = [
+    ([], "no training data"),
+    (["--data", "{missing}"], "no such file or folder"),
+    (["--data", "{empty}"], "is empty"),
+    (["--data", "{text}", "--max_steps", "0"], "--max_steps must be >= 1"),
+    (["--data", "{text}", "--block_size", "65"], "over the model's context window"),
+    (["--data", "{text}", "--size", "gpt2-huge"], "unknown --size"),
+    (["--data", "{text}", "--resume"], "no "),
+    (["--data", "{text}", "--init", "{missing}.pth"], "--init"),
+]
+
+
+@pytest.mark.parametrize("argv,msg", BAD)
+def test_bad_input_one_line_exit_2(argv, msg, text_file, tmp_path, capsys):
+    empty = tmp_path / "empty.txt"; empty.write_text("")
+    fill = dict(missing=tmp_path / "nope.txt", empty=empty, text=text_file)
+    argv = [a.format(**fill) for a in argv] + ["--out_dir", str(tmp_path / "ck"), *TINY]
+    if "--block_size" in argv[:-len(TINY) - 2]:                  # the case's own block size wins over TINY's
+        i = argv.index("--block_size", len(argv) - len(TINY)); del argv[i:i + 2]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and msg in err and "Traceback" not in err
+
+
+def test_cli_bad_input_subprocess(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "gpt2_learn.train", "--data", str(tmp_path / "nope.txt")], env=env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such file or folder" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "gpt2_learn.train", "--max_steps", "x"], env=env(), capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+
+
+def test_build_python_corpus(tmp_path):
+    out = build_python_corpus(tmp_path / "corpus", max_bytes=700_000)
+    files = sorted(out.rglob("*.txt"))
+    assert any("pydoc_topics" in str(f) for f in files) and any("stdlib" in str(f) for f in files)
+    assert not any("/test/" in f.as_posix() or "site-packages" in f.as_posix() for f in files)
+    assert sum(f.stat().st_size for f in files) <= 700_000
