@@ -19,12 +19,12 @@ from .weights import (CheckpointError, atomic_torch_save, load_checkpoint, load_
 
 # %% auto #0
 __all__ = ['BUNDLED_SIZE', 'SIZES', 'SKIP_DIRS', 'TEXT_SUFFIXES', 'TrainError', 'stdlib_sources', 'build_python_corpus',
-           'collect_files', 'data_key', 'tokenize_files', 'split_tokens', 'prepare_data', 'get_batch', 'lm_loss',
-           'unigram_entropy', 'evaluate', 'param_groups', 'lr_at', 'plot_schedule', 'TrainArgs', 'train',
-           'plot_history', 'export_bundled', 'build_parser', 'main']
+           'collect_files', 'data_key', 'tokenize_files', 'split_tokens', 'prepare_data', 'get_batch', 'line_starts',
+           'lm_loss', 'unigram_entropy', 'evaluate', 'final_hidden', 'SeenVocabLoss', 'param_groups', 'lr_at',
+           'plot_schedule', 'TrainArgs', 'train', 'plot_history', 'export_bundled', 'build_parser', 'main']
 
 # %% ../nbs/09_train.ipynb #a3c2c802
-BUNDLED_SIZE: dict = dict(n_layer=4, n_head=4, n_embd=128, n_positions=256)   # the bundled model's shape
+BUNDLED_SIZE: dict = dict(n_layer=6, n_head=4, n_embd=128, n_positions=256)   # the bundled model's shape
 SIZES: dict[str, dict] = {"bundled": BUNDLED_SIZE, **GPT2_SIZES}
 
 class TrainError(ValueError):
@@ -132,12 +132,24 @@ def prepare_data(paths, cache_dir: str | Path, val_every: int = 20, tokenizer=No
 
 # %% ../nbs/09_train.ipynb #e80d3f52
 def get_batch(data: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator,
-              device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Random windows: inputs (B, T) and next-token targets (B, T), int64."
-    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
+              device=None, starts: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    "Random windows (starting anywhere, or at one of `starts`): inputs (B, T) and next-token targets (B, T), int64."
+    if starts is None: ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
+    else: ix = starts[torch.randint(len(starts), (batch_size,), generator=generator).numpy()].tolist()
     w = torch.from_numpy(np.stack([np.asarray(data[i:i + block_size + 1], dtype=np.int64) for i in ix]))
     x, y = w[:, :-1], w[:, 1:]
     return (x.to(device), y.to(device)) if device is not None else (x, y)
+
+# %% ../nbs/09_train.ipynb #482a34e8
+def line_starts(data: np.ndarray, block_size: int, tokenizer=None) -> np.ndarray:
+    "Offsets in `data` where a line begins (and a whole window of `block_size` + 1 tokens fits)."
+    tok = tokenizer or load_tokenizer()
+    ends_line = np.array([tok.decode([i]).endswith("\n") for i in range(len(tok))] + [False] * (65536 - len(tok)))
+    ends_line[tok.eos_token_id] = True
+    n = len(data) - block_size - 1
+    if n < 0: return np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(ends_line[np.asarray(data[:n], dtype=np.int64)]) + 1
+    return np.concatenate([[0], starts[starts <= n]]).astype(np.int64)
 
 # %% ../nbs/09_train.ipynb #c6180f3d
 def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -168,6 +180,39 @@ def evaluate(model: GPT2Model, tokens, block_size: int | None = None, batch_size
         count += w[:, 1:].numel()
     model.train(was_training)
     return total / count
+
+# %% ../nbs/09_train.ipynb #231f0bf8
+def final_hidden(model: GPT2Model, input_ids: torch.Tensor) -> torch.Tensor:
+    "The last LayerNorm's output (B, T, n_embd): `model(input_ids)` without the LM head."
+    pos = torch.arange(input_ids.size(1), device=input_ids.device)[None]
+    x = model.drop(model.wte(input_ids) + model.wpe(pos))
+    for block in model.h: x = block(x)
+    return model.ln_f(x)
+
+class SeenVocabLoss:
+    "Cross-entropy over the tokens seen in `train_tokens` plus one row shared by all the others (exact when `tie`d)."
+    def __init__(self, train_tokens, vocab_size: int = 50257):
+        counts = np.bincount(np.asarray(train_tokens, dtype=np.int64), minlength=vocab_size)[:vocab_size]
+        seen, unseen = np.flatnonzero(counts), np.flatnonzero(counts == 0)
+        self.seen, self.unseen = torch.from_numpy(seen), torch.from_numpy(unseen)
+        self.rows = torch.cat([self.seen, self.unseen[:1]])                # the seen rows, then the shared row
+        self.offset = torch.zeros(len(self.rows))
+        if len(unseen): self.offset[-1] = math.log(len(unseen))           # the shared row stands for all of them
+        self.column = torch.full((vocab_size,), len(seen))                 # token id -> column of the small softmax
+        self.column[self.seen] = torch.arange(len(seen))
+
+    def to(self, device) -> SeenVocabLoss:
+        for k in ("seen", "unseen", "rows", "offset", "column"): setattr(self, k, getattr(self, k).to(device))
+        return self
+
+    @torch.no_grad()
+    def tie(self, model: GPT2Model):
+        "Give every unseen token the shared row (call after each optimizer step)."
+        if len(self.unseen) > 1: model.wte.weight[self.unseen[1:]] = model.wte.weight[self.unseen[0]]
+
+    def __call__(self, model: GPT2Model, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = F.linear(final_hidden(model, input_ids), model.wte.weight[self.rows])   # (B, T, seen + 1)
+        return lm_loss(logits.float() + self.offset, self.column[targets])
 
 # %% ../nbs/09_train.ipynb #a95540c3
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -224,6 +269,9 @@ class TrainArgs:
     device: str = "auto"
     cache_dir: str | None = None               # token cache (default: out_dir/tokens)
     progress: bool | None = None               # tqdm bar (default: when stderr is a terminal)
+    autocast: str = "auto"                     # bf16 autocast: "auto" (on CUDA only), "bf16" or "off"
+    output_vocab: str = "full"                 # "seen": softmax over the training data's tokens + one shared row
+    window_start: str = "any"                  # "line": every training window starts at the beginning of a line
 
     def validate(self) -> TrainArgs:
         for name in ("max_steps", "batch_size", "block_size", "grad_accum", "eval_interval", "eval_batches"):
@@ -233,6 +281,9 @@ class TrainArgs:
         if self.time_budget is not None and self.time_budget <= 0: raise TrainError(f"--time_budget must be > 0 seconds")
         if self.size not in SIZES: raise TrainError(f"unknown --size {self.size!r}; choose one of: {', '.join(SIZES)}")
         if not self.data: raise TrainError("no training data: pass --data with text files or folders")
+        if self.autocast not in ("auto", "bf16", "off"): raise TrainError(f"--autocast must be auto, bf16 or off, got {self.autocast!r}")
+        if self.output_vocab not in ("full", "seen"): raise TrainError(f"--output_vocab must be full or seen, got {self.output_vocab!r}")
+        if self.window_start not in ("any", "line"): raise TrainError(f"--window_start must be any or line, got {self.window_start!r}")
         return self
 
     def model_config(self) -> GPT2Config:
@@ -296,7 +347,14 @@ def train(a: TrainArgs, log=None) -> dict:
         elapsed0 = ckpt.get("elapsed", 0.0)
         say(f"resumed from {out / 'last.pth'} at step {step}")
     else: torch.manual_seed(a.seed)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    bf16 = a.autocast == "bf16" or (a.autocast == "auto" and device.type == "cuda")
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
+    seen_loss = SeenVocabLoss(train_data, cfg.vocab_size).to(device) if a.output_vocab == "seen" else None
+    starts = line_starts(train_data, a.block_size) if a.window_start == "line" else None
+    if seen_loss is not None:
+        seen_loss.tie(model)
+        if a.init and ckpt is None: say(f"note: --output_vocab seen ties the rows of the {len(seen_loss.unseen):,} tokens "
+                                        f"absent from the training data into one")
     tokens_per_step = a.batch_size * a.block_size * a.grad_accum
     save_every = a.save_interval or a.eval_interval
     val_windows = np.linspace(0, len(val_data) - a.block_size - 1, a.eval_batches * a.batch_size).astype(np.int64)
@@ -331,11 +389,12 @@ def train(a: TrainArgs, log=None) -> dict:
             for g in opt.param_groups: g["lr"] = lr
             loss_sum = 0.0
             for _ in range(a.grad_accum):
-                x, y = get_batch(train_data, a.batch_size, a.block_size, gen, device)
-                with amp: loss = lm_loss(model(x), y) / a.grad_accum
+                x, y = get_batch(train_data, a.batch_size, a.block_size, gen, device, starts)
+                with amp: loss = (seen_loss(model, x, y) if seen_loss else lm_loss(model(x), y)) / a.grad_accum
                 loss.backward(); loss_sum += loss.item()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip).item()
             opt.step(); opt.zero_grad(set_to_none=True)
+            if seen_loss is not None: seen_loss.tie(model)
             step += 1; tokens_seen += tokens_per_step
             loss_ema = loss_sum if loss_ema is None else 0.9 * loss_ema + 0.1 * loss_sum
             bar.update(1); bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / (time.time() - ts):.0f}")

@@ -60,6 +60,55 @@ def test_short_run_lowers_loss_and_writes_loadable_checkpoints(text_file, tmp_pa
     assert ft["config"]["n_embd"] == 32 and ft["history"][0]["val_loss"] < h[0]["val_loss"] - 0.5
 
 
+def test_seen_vocab_loss_is_the_full_loss(text_file, tmp_path):
+    "The seen-vocabulary softmax (+ one shared row) gives the full 50,257-way cross-entropy once the unseen rows are tied."
+    from gpt2_learn.config import GPT2Config
+    from gpt2_learn.train import SeenVocabLoss, get_batch, lm_loss
+    tr, _, _ = prepare_data([str(text_file)], tmp_path / "tokens")
+    sl = SeenVocabLoss(tr)
+    counts = np.bincount(np.asarray(tr, dtype=np.int64), minlength=50257)
+    assert len(sl.seen) == (counts > 0).sum() and len(sl.seen) + len(sl.unseen) == 50257 and len(sl.rows) == len(sl.seen) + 1
+    torch.manual_seed(0)
+    m = GPT2Model(GPT2Config(n_layer=1, n_head=2, n_embd=32, n_positions=64))
+    with torch.no_grad(): m.wte.weight[sl.unseen] = torch.randn(32) * 0.3   # one shared row, not the random init
+    x, y = get_batch(tr, 4, 32, torch.Generator().manual_seed(0))
+    full = torch.nn.functional.cross_entropy(m(x).reshape(-1, 50257), y.reshape(-1))
+    assert sl(m, x, y).item() == pytest.approx(full.item(), abs=1e-5)
+    # gradients flow to the seen rows and the shared row only
+    sl(m, x, y).backward()
+    g = m.wte.weight.grad
+    assert g[sl.unseen[1:]].abs().sum() == 0 and g[sl.unseen[0]].abs().sum() > 0 and g[sl.seen].abs().sum() > 0
+    # training with it (and bf16 autocast on the CPU): the loss falls, every checkpoint has the unseen rows tied
+    r = train(tiny_args(text_file, tmp_path / "run", max_steps=40, eval_interval=10, output_vocab="seen", autocast="bf16",
+                        window_start="line"))
+    h = r["history"]
+    assert h[-1]["val_loss"] < h[0]["val_loss"] - 0.5 and h[-1]["val_loss"] < np.log(50257) / 2
+    for name in ("best_model.pth", "last.pth"):
+        w = GPT2Model.from_checkpoint(tmp_path / "run" / name).wte.weight
+        assert torch.equal(w[sl.unseen], w[sl.unseen[:1]].expand(len(sl.unseen), -1))
+        assert not torch.equal(w[sl.seen[0]], w[sl.unseen[0]])
+
+
+def test_line_starts(text_file, tmp_path):
+    "--window_start line: every window begins right after a newline (or at the very start)."
+    from gpt2_learn.tokenizer import load_tokenizer
+    from gpt2_learn.train import get_batch, line_starts
+    tok = load_tokenizer()
+    tr, _, _ = prepare_data([str(text_file)], tmp_path / "tokens")
+    text = tok.decode(np.asarray(tr, dtype=np.int64).tolist())
+    starts = line_starts(tr, 32)
+    assert starts[0] == 0 and np.all(np.diff(starts) > 0) and starts[-1] <= len(tr) - 33
+    assert all(tok.decode([int(tr[i - 1])]).endswith(("\n", "<|endoftext|>")) for i in starts[1:])
+    # as many starts as lines that begin early enough for a whole window
+    n_lines = text.count("\n") + text.count("<|endoftext|>")
+    assert len(starts) - 1 <= n_lines and len(starts) > n_lines * 0.8
+    x, y = get_batch(tr, 16, 32, torch.Generator().manual_seed(0), starts=starts)
+    windows = {tuple(np.asarray(tr[i:i + 32], dtype=np.int64).tolist()) for i in starts}
+    assert all(tuple(r.tolist()) in windows for r in x)               # each window is one that starts a line
+    assert torch.equal(x[:, 1:], y[:, :-1])
+    assert len(line_starts(tr[:20], 32)) == 0
+
+
 def test_pieces():
     assert lr_at(0, 100, 1.0, warmup=10) == pytest.approx(0.1) and lr_at(9, 100, 1.0, warmup=10) == pytest.approx(1.0)
     assert lr_at(100, 100, 1.0, warmup=10) == pytest.approx(0.1)     # cosine ends at min_lr = lr / 10
@@ -90,14 +139,15 @@ def test_resume_after_kill9_reaches_the_same_step(text_file, tmp_path):
     GPT2Model.from_checkpoint(out / "best_model.pth"); GPT2Model.from_checkpoint(out / "last.pth")
 
 
-def test_resume_is_exact(text_file, tmp_path):
+@pytest.mark.parametrize("output_vocab", ["full", "seen"])
+def test_resume_is_exact(text_file, tmp_path, output_vocab):
     "Interrupted at step 12 (Ctrl+C) and resumed: the same weights and log as 24 steps straight through."
-    a = train(tiny_args(text_file, tmp_path / "a", max_steps=24, eval_interval=6))
+    a = train(tiny_args(text_file, tmp_path / "a", max_steps=24, eval_interval=6, output_vocab=output_vocab))
     def interrupt(msg):
         if msg.startswith("step 12:"): raise KeyboardInterrupt
-    r = train(tiny_args(text_file, tmp_path / "b", max_steps=24, eval_interval=6), log=interrupt)
+    r = train(tiny_args(text_file, tmp_path / "b", max_steps=24, eval_interval=6, output_vocab=output_vocab), log=interrupt)
     assert r["stop_reason"] == "interrupted" and r["step"] == 12
-    b = train(tiny_args(text_file, tmp_path / "b", max_steps=24, eval_interval=6, resume=True))
+    b = train(tiny_args(text_file, tmp_path / "b", max_steps=24, eval_interval=6, resume=True, output_vocab=output_vocab))
     assert b["step"] == 24
     wa = torch.load(tmp_path / "a" / "last.pth", weights_only=True)["model"]
     wb = torch.load(tmp_path / "b" / "last.pth", weights_only=True)["model"]
@@ -114,6 +164,9 @@ BAD = [
     (["--data", "{text}", "--size", "gpt2-huge"], "unknown --size"),
     (["--data", "{text}", "--resume"], "no "),
     (["--data", "{text}", "--init", "{missing}.pth"], "--init"),
+    (["--data", "{text}", "--autocast", "fp8"], "--autocast must be auto, bf16 or off"),
+    (["--data", "{text}", "--output_vocab", "all"], "--output_vocab must be full or seen"),
+    (["--data", "{text}", "--window_start", "middle"], "--window_start must be any or line"),
 ]
 
 
