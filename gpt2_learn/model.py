@@ -138,8 +138,8 @@ class GPT2Model(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def forward(self, input_ids: torch.Tensor, kv_cache=None, attention_mask: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None, last_only: bool = False) -> torch.Tensor:
-        "Logits (B, T, vocab) for `input_ids` (B, T); (B, 1, vocab) with `last_only`."
+                position_ids: torch.Tensor | None = None, last_only: bool = False, head: bool = True) -> torch.Tensor:
+        "Logits (B, T, vocab) for `input_ids` (B, T); (B, 1, vocab) with `last_only`; the hidden states (n_embd) without `head`."
         B, T = input_ids.shape
         past = kv_cache.seq_len if kv_cache is not None else 0
         if past + T > self.config.n_positions:
@@ -153,7 +153,8 @@ class GPT2Model(nn.Module):
         for block in self.h: x = block(x, kv_cache, mask)
         if kv_cache is not None: kv_cache.advance(T)
         if last_only: x = x[:, -1:]
-        return self.lm_head(self.ln_f(x))                                 # (B, T, vocab)
+        x = self.ln_f(x)                                                  # (B, T, n_embd)
+        return self.lm_head(x) if head else x                             # (B, T, vocab)
 
 # %% ../nbs/02_model.ipynb #df70ff14
 def stream_friendly_layout(model: nn.Module) -> nn.Module:

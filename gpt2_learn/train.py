@@ -20,8 +20,8 @@ from .weights import (CheckpointError, atomic_torch_save, load_checkpoint, load_
 # %% auto #0
 __all__ = ['BUNDLED_SIZE', 'SIZES', 'SKIP_DIRS', 'TEXT_SUFFIXES', 'TrainError', 'stdlib_sources', 'build_python_corpus',
            'collect_files', 'data_key', 'tokenize_files', 'split_tokens', 'prepare_data', 'get_batch', 'line_starts',
-           'lm_loss', 'unigram_entropy', 'evaluate', 'final_hidden', 'SeenVocabLoss', 'param_groups', 'lr_at',
-           'plot_schedule', 'TrainArgs', 'train', 'plot_history', 'export_bundled', 'build_parser', 'main']
+           'lm_loss', 'unigram_entropy', 'evaluate', 'SeenVocabLoss', 'param_groups', 'lr_at', 'plot_schedule',
+           'TrainArgs', 'train', 'plot_history', 'export_bundled', 'build_parser', 'main']
 
 # %% ../nbs/09_train.ipynb #a3c2c802
 BUNDLED_SIZE: dict = dict(n_layer=6, n_head=4, n_embd=128, n_positions=256)   # the bundled model's shape
@@ -182,13 +182,6 @@ def evaluate(model: GPT2Model, tokens, block_size: int | None = None, batch_size
     return total / count
 
 # %% ../nbs/09_train.ipynb #231f0bf8
-def final_hidden(model: GPT2Model, input_ids: torch.Tensor) -> torch.Tensor:
-    "The last LayerNorm's output (B, T, n_embd): `model(input_ids)` without the LM head."
-    pos = torch.arange(input_ids.size(1), device=input_ids.device)[None]
-    x = model.drop(model.wte(input_ids) + model.wpe(pos))
-    for block in model.h: x = block(x)
-    return model.ln_f(x)
-
 class SeenVocabLoss:
     "Cross-entropy over the tokens seen in `train_tokens` plus one row shared by all the others (exact when `tie`d)."
     def __init__(self, train_tokens, vocab_size: int = 50257):
@@ -211,7 +204,7 @@ class SeenVocabLoss:
         if len(self.unseen) > 1: model.wte.weight[self.unseen[1:]] = model.wte.weight[self.unseen[0]]
 
     def __call__(self, model: GPT2Model, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(final_hidden(model, input_ids), model.wte.weight[self.rows])   # (B, T, seen + 1)
+        logits = F.linear(model(input_ids, head=False), model.wte.weight[self.rows])   # (B, T, seen + 1)
         return lm_loss(logits.float() + self.offset, self.column[targets])
 
 # %% ../nbs/09_train.ipynb #a95540c3
@@ -390,7 +383,7 @@ def train(a: TrainArgs, log=None) -> dict:
             loss_sum = 0.0
             for _ in range(a.grad_accum):
                 x, y = get_batch(train_data, a.batch_size, a.block_size, gen, device, starts)
-                with amp: loss = (seen_loss(model, x, y) if seen_loss else lm_loss(model(x), y)) / a.grad_accum
+                with amp: loss = (seen_loss(model, x, y) if seen_loss is not None else lm_loss(model(x), y)) / a.grad_accum
                 loss.backward(); loss_sum += loss.item()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip).item()
             opt.step(); opt.zero_grad(set_to_none=True)
