@@ -17,7 +17,7 @@ from gpt2_learn.model import GPT2Model
 from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
 from gpt2_learn.generation import generate_ids, pad_left
 from gpt2_learn.sampling import process_logits
-from gpt2_learn.fast import fast_generate, sample_exponential, decode_floor_ms, get_decoder
+from gpt2_learn.fast import fast_generate, sample_exponential, decode_floor_ms, get_decoder, COMPILE_MODES, resolve_compile
 
 OUT = os.environ.get("OUT", "/tmp/gpu_out")
 os.makedirs(OUT, exist_ok=True)
@@ -27,7 +27,8 @@ GUIDE = dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.2)
 dev = torch.device(os.environ.get("GPU_CHECK_DEVICE", "cuda"))   # cpu: a smoke test of this script, nothing more
 MODELS = os.environ.get("GPU_CHECK_MODELS", "gpt2 gpt2-xl").split()
 BATCHES = [int(b) for b in os.environ.get("GPU_CHECK_BATCHES", "1 16").split()]
-IMPLS = os.environ.get("GPU_CHECK_IMPLS", "transformers,graph,graph+compile,graph+compile(full)").split(",")
+IMPLS = os.environ.get("GPU_CHECK_IMPLS", ",".join(["transformers", "eager", "graph"] + [f"graph+compile({m})" for m in COMPILE_MODES if m])).split(",")
+KEEP = int(os.environ.get("GPU_CHECK_KEEP", "2"))               # compile modes kept for the later rows: the fastest at batch 1 greedy
 RUN_TESTS = os.environ.get("GPU_CHECK_TESTS", "1") == "1"
 MODES = os.environ.get("GPU_CHECK_MODES", "greedy sample").split()
 MEMORY = os.environ.get("GPU_CHECK_MEMORY", "1") == "1"
@@ -70,18 +71,6 @@ def ours_from(hf):
     return load_state_dict_strict(m, convert_hf_state_dict(hf.state_dict())).to(dev, hf.dtype).eval()
 
 
-def row_major_copy(model):
-    "The same model with every weight stored row-major (nn.Linear's default layout)."
-    with torch.device(dev): m = GPT2Model(model.config)
-    m = m.to(model.dtype).eval()
-    for mod in m.modules():
-        if isinstance(mod, (torch.nn.Linear, torch.nn.Embedding)): mod.weight = torch.nn.Parameter(mod.weight.data.contiguous())
-    m.lm_head.weight = m.wte.weight
-    with torch.no_grad():
-        for k, v in model.state_dict().items(): m.state_dict()[k].copy_(v)
-    return m
-
-
 def sync():
     if dev.type == "cuda": torch.cuda.synchronize()
 
@@ -91,9 +80,16 @@ def sync_time(fn):
     return time.perf_counter() - t0, out
 
 
+def compile_mode(impl):
+    "graph -> False, graph+compile -> 'block', graph+compile(X) -> X, generate -> what generate uses ('auto')."
+    if impl == "generate": return "auto"
+    if impl == "graph": return False
+    return impl[len("graph+compile("):-1] if impl.startswith("graph+compile(") else "block"
+
+
 def ours_run(model, ids, n, cfg, impl):
     if impl == "eager": return generate_ids(model, ids, n, cfg, fast=False)
-    new = list(fast_generate(model, ids, n, cfg, compile={"graph": False, "graph+compile": True, "graph+compile(full)": "full"}[impl]))
+    new = list(fast_generate(model, ids, n, cfg, compile=compile_mode(impl)))
     return torch.cat([ids] + [t[:, None] for t in new], 1)
 
 
@@ -134,11 +130,12 @@ def t_hf_greedy():
 
 def t_fast_vs_eager_fp32():
     eager = generate_ids(ours32, P, 128, GREEDY, fast=False)
-    out = {}
-    for impl in ("graph", "graph+compile"):
+    bad = []
+    for impl in ["graph"] + [f"graph+compile({m})" for m in COMPILE_MODES if m]:
         got = ours_run(ours32, P, 128, GREEDY, impl)
-        assert torch.equal(got, eager), f"{impl}: first diff at {(got != eager).nonzero()[0].tolist()}"
-    return "128 greedy tokens: graph and graph+compile equal the eager loop (fp32)"
+        if not torch.equal(got, eager): bad.append(f"{impl}: first diff at {(got != eager).nonzero()[0].tolist()}")
+    assert not bad, "; ".join(bad)
+    return f"128 greedy tokens: the graph, alone and with every compile mode ({', '.join(m for m in COMPILE_MODES if m)}), equal the eager loop (fp32)"
 
 
 def t_padded_batch_fast():
@@ -154,14 +151,16 @@ def t_padded_batch_fast():
 def t_fp16_close():
     hf16 = hf32.half(); ours16 = ours_from(hf16)
     eager = generate_ids(ours16, P, 128, GREEDY, fast=False)
-    got = ours_run(ours16, P, 128, GREEDY, "graph")
-    same = (got == eager)[0, 16:]
-    first_diff = int((~same).nonzero()[0]) if not bool(same.all()) else None
+    agree = []
+    for impl in ["graph"] + [f"graph+compile({m})" for m in COMPILE_MODES if m]:
+        same = (ours_run(ours16, P, 128, GREEDY, impl) == eager)[0, 16:]
+        first_diff = int((~same).nonzero()[0]) if not bool(same.all()) else None
+        agree.append(f"{impl} {int(same.sum())}/128" + (f" (first difference at {first_diff})" if first_diff is not None else ""))
     with torch.no_grad():
         d = (ours16(P).float() - ours32(P)).abs().max().item()
     hf32.float()
     assert d < 0.05, d
-    return f"fp16: max |logits - fp32 logits| = {d:.3g}; fast vs eager greedy: {int(same.sum())}/128 equal, first difference at {first_diff}"
+    return f"fp16: max |logits - fp32 logits| = {d:.3g}; greedy tokens equal to the eager loop's: " + ", ".join(agree)
 
 
 def t_sampling_gpu_vs_cpu():
@@ -186,60 +185,91 @@ def t_sampling_gpu_vs_cpu():
     return f"scores equal on GPU and CPU; {n} GPU draws vs CPU probabilities: total variation {tv:.4f} (CPU multinomial: {tv_cpu:.4f})"
 
 
+# quick tests first; the per-mode ones (each compiles every mode again) after the first benchmark rows
 for name, fn in [] if not RUN_TESTS else [("logits vs transformers on CUDA", t_logits), ("greedy generate vs transformers on CUDA", t_hf_greedy),
-                 ("fast path vs eager (fp32)", t_fast_vs_eager_fp32), ("padded batch on the fast path", t_padded_batch_fast),
-                 ("fast path vs eager (fp16)", t_fp16_close), ("sampling pipeline GPU vs CPU", t_sampling_gpu_vs_cpu)]:
+                 ("padded batch on the fast path", t_padded_batch_fast), ("sampling pipeline GPU vs CPU", t_sampling_gpu_vs_cpu)]:
     check(name, fn)
-del hf32, ours32
-torch.cuda.empty_cache()
+
+
+def mode_tests():
+    for name, fn in [] if not RUN_TESTS else [("fast path vs eager (fp32)", t_fast_vs_eager_fp32), ("fast path vs eager (fp16)", t_fp16_close)]:
+        check(name, fn)
 
 # ---------------------------------------------------------------- benchmark
 N = 128
+models = {}
 for name in MODELS:
-    if time.time() - T_START > BUDGET: log("budget spent: skipping", name); break
-    hf = hf_model(name, torch.float16)
-    ours = ours_from(hf)
-    for B in BATCHES:
-        ids = torch.randint(0, 50257, (B, 16), generator=torch.Generator().manual_seed(B)).to(dev)
-        for mode in MODES:
-            cfg = InferenceConfig(eos_token_id=None, **(dict(do_sample=False, repetition_penalty=1.0) if mode == "greedy" else GUIDE))
-            hf_kw = dict(do_sample=False) if mode == "greedy" else dict(do_sample=True, **GUIDE)
-            impls = [i for i in IMPLS if i != "graph+compile(full)" or name == "gpt2"]                # full compile: 12 layers, not 48
-            impls += [i for i in ("eager", "graph, row-major weights") if B == 1 and mode == "greedy" and i in IMPLS]
-            for impl in impls:
-                if time.time() - T_START > BUDGET: break
-                try:
-                    if impl == "transformers":
-                        run = lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, min_new_tokens=N, pad_token_id=50256, **hf_kw)
-                    elif impl == "graph, row-major weights":       # does the CPU-friendly layout matter on a GPU?
-                        rm = row_major_copy(ours)
-                        run = lambda: ours_run(rm, ids, N, cfg, "graph")
-                    else:
-                        run = lambda: ours_run(ours, ids, N, cfg, impl)
-                    t_first, _ = sync_time(run)                   # warm-up (captures / compiles for ours)
-                    times = [sync_time(run)[0] for _ in range(3)]
-                    t = sorted(times)[1]
-                    floor = decode_floor_ms(GPT2Config.from_name(name), bw / 2, B, 16 + N)
-                    r = dict(model=name, batch=B, mode=mode, impl=impl, tok_s=round(B * N / t, 1), ms_per_step=round(t / N * 1e3, 3),
-                             first_call_s=round(t_first, 2), floor_ms=round(floor, 3), floor_fraction=round(floor / (t / N * 1e3), 3))
-                    results["bench"].append(r); save(); log(r)
-                except Exception as e:
-                    traceback.print_exc(); log("FAILED", name, B, mode, impl, e)
-    del hf, ours; torch.cuda.empty_cache()
+    hf = hf_model(name, torch.float16); models[name] = (hf, ours_from(hf))
 
-# peak memory of our generation alone, each in a fresh process
-import subprocess
-for name in MODELS:
-    if dev.type != "cuda" or not MEMORY: break
+
+def bench_row(name, B, mode, impl):
+    hf, ours = models[name]
+    ids = torch.randint(0, 50257, (B, 16), generator=torch.Generator().manual_seed(B)).to(dev)
+    cfg = InferenceConfig(eos_token_id=None, **(dict(do_sample=False, repetition_penalty=1.0) if mode == "greedy" else GUIDE))
+    hf_kw = dict(do_sample=False) if mode == "greedy" else dict(do_sample=True, **GUIDE)
     try:
-        out = subprocess.run([sys.executable, "bench/gpu_memory.py", name], capture_output=True, text=True, timeout=120)
-        results.setdefault("memory", []).append(json.loads(out.stdout.strip().splitlines()[-1])); log(results["memory"][-1]); save()
+        if impl == "transformers":
+            run = lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, min_new_tokens=N, pad_token_id=50256, **hf_kw)
+        else:
+            run = lambda: ours_run(ours, ids, N, cfg, impl)
+        t_first, _ = sync_time(run)                   # warm-up (captures / compiles for ours)
+        times = [sync_time(run)[0] for _ in range(3)]
+        t = sorted(times)[1]
+        floor = decode_floor_ms(GPT2Config.from_name(name), bw, B, 16 + N)    # a step reads at the copy's total rate
+        r = dict(model=name, batch=B, mode=mode, impl=impl, tok_s=round(B * N / t, 1), ms_per_step=round(t / N * 1e3, 3),
+                 first_call_s=round(t_first, 2), floor_ms=round(floor, 3), floor_fraction=round(floor / (t / N * 1e3), 3))
+        results["bench"].append(r); save(); log(r)
     except Exception as e:
-        log("memory measurement failed", name, e, out.stderr[-2000:] if "out" in dir() else "")
+        traceback.print_exc(); log("FAILED", name, B, mode, impl, e)
+
+
+def measure_memory():
+    "Peak memory of our generation alone, each model in a fresh process."
+    import subprocess
+    for name in MODELS:
+        if dev.type != "cuda" or not MEMORY: break
+        out = None
+        try:
+            out = subprocess.run([sys.executable, "bench/gpu_memory.py", name], capture_output=True, text=True, timeout=180)
+            results.setdefault("memory", []).append(json.loads(out.stdout.strip().splitlines()[-1])); log(results["memory"][-1]); save()
+        except Exception as e:
+            log("memory measurement failed", name, e, out.stderr[-2000:] if out is not None else "")
+
+
+results["meta"]["default_compile"] = str(resolve_compile("auto", dev)); save()
+
+
+def run_rows(name, B, mode, later):
+    if time.time() - T_START > BUDGET: log("budget spent: skipping", name, B, mode); return
+    impls = [m for m in IMPLS if not ("full" in m and name != "gpt2")]                  # full compile: 12 layers unrolled, not 48
+    if later:                                                                            # the fastest compile modes only, no eager
+        timed = sorted((r for r in results["bench"] if r["model"] == name and r["batch"] == 1 and r["mode"] == "greedy"
+                        and r["impl"].startswith("graph+compile")), key=lambda r: -r["tok_s"])
+        impls = [m for m in impls if m in ("transformers", "graph") or m in [r["impl"] for r in timed[:KEEP]]]
+    for impl in impls:
+        if time.time() - T_START > BUDGET: log("budget spent: skipping", name, B, mode, impl); break
+        bench_row(name, B, mode, impl)
+    torch.cuda.empty_cache()
+
+
+# the rows that decide the targets first (gpt2, then gpt2-xl, batch 1 greedy, every mode; the per-mode tests between them),
+# then the fresh-process memory, then the rest with the fastest modes only
+first = [(name, 1, "greedy") for name in MODELS if 1 in BATCHES and "greedy" in MODES]
+for i, row in enumerate(first):
+    run_rows(*row, later=False)
+    if i == 0: mode_tests()
+if not first: mode_tests()
+del hf32, ours32
+torch.cuda.empty_cache()
+measure_memory()
+for row in [(name, B, mode) for B in BATCHES for mode in MODES for name in MODELS if (name, B, mode) not in first]:
+    run_rows(*row, later=True)
+del models
 
 # ---------------------------------------------------------------- table
 lines = [f"GPU: {results['meta']['gpu']}, torch {torch.__version__}, transformers {transformers.__version__}, {results['meta']['date']}; "
-         f"fp16, random weights, prompt 16, {N} new tokens; copy bandwidth {bw:.0f} GB/s (read+write)", "",
+         f"fp16, random weights, prompt 16, {N} new tokens; copy bandwidth {bw:.0f} GB/s (bytes read + written), the rate the memory floor uses; "
+         f"generate's default compile mode: {results['meta'].get('default_compile')}", "",
          "| model | batch | mode | implementation | tokens/s | ms/step | x transformers | memory floor reached |",
          "|---|---|---|---|---|---|---|---|"]
 for r in results["bench"]:

@@ -12,8 +12,9 @@ from .kv_cache import KVCache
 from .sampling import process_logits
 
 # %% auto #0
-__all__ = ['decode_floor_ms', 'sample_exponential', 'fast_path_supports', 'block_decode_step', 'StaticDecoder', 'prefill',
-           'capture', 'get_decoder', 'fast_generate']
+__all__ = ['COMPILE_MODES', 'DEFAULT_GPU_COMPILE', 'decode_floor_ms', 'sample_exponential', 'fast_path_supports', 'matvec_linear',
+           'math_attention', 'block_decode_step', 'StaticDecoder', 'prefill', 'capture', 'resolve_compile',
+           'get_decoder', 'fast_generate']
 
 # %% ../nbs/10_performance.ipynb #def61c83
 def decode_floor_ms(cfg: GPT2Config, bandwidth_gb_s: float, batch_size: int = 1, seq_len: int = 128,
@@ -34,28 +35,54 @@ def fast_path_supports(config: InferenceConfig) -> bool:
     "True when the fixed-shape step can run this config."
     return config.no_repeat_ngram_size == 0 and config.presence_penalty == 0 and config.frequency_penalty == 0
 
+def matvec_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+    "`F.linear` spelled as a matmul and an add, so that inductor can turn a batch-1 product into one fused reduction."
+    y = torch.matmul(x, w.t())
+    return y if b is None else y + b
+
+def math_attention(q, k, v, mask):
+    "Attention of one query over the whole cache as two matmuls and a softmax (float32), for inductor to fuse."
+    att = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1))) + mask
+    return torch.matmul(att.float().softmax(dim=-1).to(v.dtype), v)
+
 def block_decode_step(x, k_cache, v_cache, write_idx, mask, n_head: int, eps: float, ln1_w, ln1_b, attn_w, attn_b,
-                      attn_proj_w, attn_proj_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b):
+                      attn_proj_w, attn_proj_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b, *,
+                      matvec: bool = False, attention: str = "sdpa"):
     "One block for one new token per row, as plain functions of its weights (so one compiled kernel set serves every layer)."
     B, _, C = x.shape
-    q, k, v = F.linear(F.layer_norm(x, (C,), ln1_w, ln1_b, eps), attn_w, attn_b).split(C, dim=2)
+    linear = matvec_linear if matvec else F.linear
+    q, k, v = linear(F.layer_norm(x, (C,), ln1_w, ln1_b, eps), attn_w, attn_b).split(C, dim=2)
     q, k, v = (t.view(B, 1, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))    # (B, nh, 1, hs)
     k_cache.index_copy_(2, write_idx, k); v_cache.index_copy_(2, write_idx, v)           # the static cache
-    y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)             # over the whole cache, masked
-    x = x + F.linear(y.transpose(1, 2).reshape(B, 1, C), attn_proj_w, attn_proj_b)
-    h = F.gelu(F.linear(F.layer_norm(x, (C,), ln2_w, ln2_b, eps), fc_w, fc_b), approximate="tanh")
-    return x + F.linear(h, proj_w, proj_b)
+    if attention == "math": y = math_attention(q, k_cache, v_cache, mask)
+    else: y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)      # over the whole cache, masked
+    x = x + linear(y.transpose(1, 2).reshape(B, 1, C), attn_proj_w, attn_proj_b)
+    h = F.gelu(linear(F.layer_norm(x, (C,), ln2_w, ln2_b, eps), fc_w, fc_b), approximate="tanh")
+    return x + linear(h, proj_w, proj_b)
 
 def _block_weights(blk) -> tuple:
     a, m = blk.attn, blk.mlp
     return (blk.ln_1.weight, blk.ln_1.bias, a.c_attn.weight, a.c_attn.bias, a.c_proj.weight, a.c_proj.bias,
             blk.ln_2.weight, blk.ln_2.bias, m.c_fc.weight, m.c_fc.bias, m.c_proj.weight, m.c_proj.bias)
 
+_GEMV = {"coordinate_descent_tuning": True}      # inductor: tune each kernel; batch-1 matmuls become fused reductions
+COMPILE_MODES = {          # name: (what torch.compile wraps, inductor options, block_decode_step keywords)
+    False:       (None,    {},   {}),
+    "block":     ("block", {},   {}),                                    # one block compiled, its kernels shared by all layers
+    "full":      ("full",  {},   {}),                                    # the whole forward unrolled into one graph
+    "gemv":      ("block", _GEMV, {"matvec": True}),                      # + LayerNorm/bias/GELU/residual fused into the products
+    "gemv+math": ("block", _GEMV, {"matvec": True, "attention": "math"}), # + attention as Triton kernels too
+    "gemv-full": ("full",  _GEMV, {"matvec": True}),
+    "triton":    ("triton", {},  {}),                                    # hand-written kernels, 5 per block (kernels notebook)
+}
+
 class StaticDecoder:
     "A decode step with fixed shapes and addresses (graph-capturable), for one model, batch size, length and config."
     def __init__(self, model, batch_size: int, max_len: int, config: InferenceConfig, compile: bool | str = False):
-        "`compile`: False (eager kernels), True (each block compiled once, shared by all layers) or 'full' (the whole step)."
-        self.model, self.config, self.B, self.L = model, config, batch_size, max_len
+        "`compile`: a key of `COMPILE_MODES` (False: eager kernels; True means 'block')."
+        if compile is True: compile = "block"
+        if compile not in COMPILE_MODES: raise ValueError(f"compile must be one of {list(COMPILE_MODES)}, not {compile!r}")
+        self.model, self.config, self.B, self.L, self.compile = model, config, batch_size, max_len, compile
         dev = model.device
         self.cache = KVCache(model.config, batch_size, max_len, dev, model.dtype)
         self.token = torch.zeros(batch_size, dtype=torch.long, device=dev)      # the token fed to the next step
@@ -69,9 +96,15 @@ class StaticDecoder:
         self.eos = -1 if config.eos_token_id is None else config.eos_token_id
         self.weights = [_block_weights(b) for b in model.h]
         self.graph = None
-        self._block = torch.compile(block_decode_step, fullgraph=True, dynamic=False) if compile is True else block_decode_step
-        if compile == "full": self._forward_token = torch.compile(self._forward_token, fullgraph=True, dynamic=False)
-        self._scores = torch.compile(self._scores_eager, fullgraph=True, dynamic=False) if compile else self._scores_eager
+        unit, options, self.block_kw = COMPILE_MODES[compile]
+        jit = lambda f: torch.compile(f, fullgraph=True, dynamic=False, options=options or None)
+        self._block = jit(block_decode_step) if unit == "block" else block_decode_step
+        self._head = jit(self._head_eager) if unit == "block" and options else self._head_eager
+        if unit == "full": self._forward_token = jit(self._forward_token)
+        if unit == "triton":
+            from gpt2_learn.kernels import TritonStep
+            self._forward_token = TritonStep(model, self.cache, self.pad_mask, batch_size)
+        self._scores = jit(self._scores_eager) if unit and (unit != "triton" or dev.type == "cuda") else self._scores_eager
 
     def _forward_token(self, token, pos_ids, write_idx, valid):
         "Logits (B, V) for one token per row, writing its keys and values into the cache at `write_idx`."
@@ -79,8 +112,13 @@ class StaticDecoder:
         x = m.wte(token)[:, None] + m.wpe(pos_ids)[:, None]                     # (B, 1, C)
         mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill_(~valid, float("-inf"))[:, None, None, :]  # once, not per layer
         for i, w in enumerate(self.weights):
-            x = self._block(x, c.k[i], c.v[i], write_idx, mask, cfg.n_head, cfg.layer_norm_epsilon, *w)
-        return m.lm_head(m.ln_f(x))[:, 0]
+            x = self._block(x, c.k[i], c.v[i], write_idx, mask, cfg.n_head, cfg.layer_norm_epsilon, *w, **self.block_kw)
+        return self._head(x)
+
+    def _head_eager(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        h = m.ln_f(x)
+        return (matvec_linear(h, m.lm_head.weight) if self.block_kw.get("matvec") else m.lm_head(h))[:, 0]
 
     def _scores_eager(self, logits: torch.Tensor, seq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         return process_logits(logits.float(), seq, self.config, mask=valid)
@@ -144,28 +182,53 @@ def capture(dec: StaticDecoder, warmup: int = 3) -> StaticDecoder:
 def _cache_len(n: int, n_ctx: int) -> int:
     return min(n_ctx, max(128, 1 << math.ceil(math.log2(max(n, 1)))))
 
-def get_decoder(model, batch_size: int, needed_len: int, config: InferenceConfig, compile: bool = False) -> StaticDecoder:
+DEFAULT_GPU_COMPILE = "block"     # what "auto" means on a CUDA GPU: the fastest mode measured by bench/gpu_check.sh
+
+def _why(e: Exception) -> str: return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+
+def resolve_compile(compile: bool | str, device: torch.device) -> bool | str:
+    "'auto': `DEFAULT_GPU_COMPILE` on a CUDA GPU where Triton is installed, else no compiling."
+    if compile is True: return "block"
+    if compile != "auto":
+        if compile not in COMPILE_MODES: raise ValueError(f"compile must be 'auto' or one of {list(COMPILE_MODES)}, not {compile!r}")
+        return compile
+    if device.type != "cuda": return False
+    try: import triton  # noqa: F401
+    except ImportError: return False
+    return DEFAULT_GPU_COMPILE
+
+def get_decoder(model, batch_size: int, needed_len: int, config: InferenceConfig, compile: bool | str = "auto") -> StaticDecoder:
     "A captured StaticDecoder for these shapes and settings, cached on the model."
     L = _cache_len(needed_len, model.config.n_positions)
+    compile = resolve_compile(compile, model.device)
     knobs = (config.greedy, config.temperature, config.top_k, config.top_p, config.min_p, config.typical_p,
              config.repetition_penalty, config.eos_token_id)
     key = (batch_size, L, knobs, compile, model.dtype, str(model.device))
     decoders = model.__dict__.setdefault("_static_decoders", {})
     if key not in decoders:
         if len(decoders) >= 8: decoders.pop(next(iter(decoders)))            # keep GPU memory bounded
-        decoders[key] = dec = StaticDecoder(model, batch_size, L, config, compile=compile)
-        if model.device.type == "cuda":
-            try: capture(dec)
-            except Exception as e:                                           # still correct, only slower
-                warnings.warn(f"CUDA graph capture failed ({type(e).__name__}: {e}); decoding without a graph")
-                dec.graph = None
+        if not compile:
+            dec = StaticDecoder(model, batch_size, L, config)
+            if model.device.type == "cuda":
+                try: capture(dec)
+                except Exception as e:                                       # still correct, only slower
+                    warnings.warn(f"CUDA graph capture failed ({_why(e)}); decoding without a graph")
+                    dec.graph = None
+        else:
+            try:
+                dec = StaticDecoder(model, batch_size, L, config, compile=compile)
+                if model.device.type == "cuda": capture(dec)                # compiles (and tunes) during the warm-up
+            except Exception as e:
+                warnings.warn(f"compile={compile!r} failed ({_why(e)}); using uncompiled kernels")
+                dec = get_decoder(model, batch_size, needed_len, config, compile=False)
+        decoders[key] = dec
     return decoders[key]
 
 # %% ../nbs/10_performance.ipynb #5116a77b
 @torch.no_grad()
 def fast_generate(model, input_ids: torch.Tensor, n_new: int, config: InferenceConfig,
-                  attention_mask: torch.Tensor | None = None, info: dict | None = None, compile: bool = False):
-    "Yield (B,) tokens like `generation.generate`, from a graph-captured static decoder (on CUDA)."
+                  attention_mask: torch.Tensor | None = None, info: dict | None = None, compile: bool | str = "auto"):
+    "Yield (B,) tokens like `generation.generate`, from a graph-captured static decoder (on CUDA); `compile`: see `COMPILE_MODES`."
     B, T0 = input_ids.shape
     dec = get_decoder(model, B, T0 + n_new, config, compile)
     first = prefill(dec, input_ids, attention_mask, config.seed)
