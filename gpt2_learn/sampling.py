@@ -48,12 +48,34 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     "Nucleus filter: keep the smallest top set with mass >= `p` (top token always kept); `p=1` is off."
     if not 0 <= p <= 1: raise ValueError(f"top_p must be in [0, 1] (1 turns it off), got {p}")
     if p == 1.0: return logits
+    if logits.device.type == "cpu":                                        # few finite logits left (after top-k): skip the big sort
+        few = _top_p_few(logits, p)
+        if few is not None: return few
+    return _top_p_sorted(logits, p)
+
+def _top_p_sorted(logits: torch.Tensor, p: float) -> torch.Tensor:
     sorted_logits, sorted_idx = torch.sort(logits, descending=False)       # ascending, (B, V)
     cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     sorted_remove = cum <= (1 - p)
     sorted_remove[..., -1:] = 0                                            # keep the top token
     remove = sorted_remove.scatter(1, sorted_idx, sorted_remove)
     return logits.masked_fill(remove, float("-inf"))
+
+def _top_p_few(logits: torch.Tensor, p: float) -> torch.Tensor | None:
+    "`top_p_filter` sorting only the m finite logits; bit-identical to the full sort, or None when it would not be."
+    V = logits.shape[-1]
+    m = int((logits > float("-inf")).sum(-1).max())
+    if m * 16 > V: return None
+    vals, idx = torch.topk(logits, m, dim=-1)                              # descending
+    vals, idx = vals.flip(-1), idx.flip(-1)                                # ascending: the full sort's last m columns
+    finite = vals > float("-inf")
+    if bool(((vals[..., 1:] == vals[..., :-1]) & finite[..., 1:]).any()): return None   # ties: torch.sort's order is its own
+    full = logits.new_full(logits.shape, float("-inf"))
+    full[..., V - m:] = vals                                               # exactly the ascending sorted row
+    cum = full.softmax(dim=-1).cumsum(dim=-1)[..., V - m:]                 # same numbers, same order: same sums
+    remove = cum <= (1 - p)
+    remove[..., -1:] = False
+    return logits.scatter(-1, idx, vals.masked_fill(remove, float("-inf")))
 
 # %% ../nbs/05_sampling.ipynb #faba1d1d
 def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:

@@ -75,6 +75,17 @@ def test_top_p(shape, seed, tie, p):
     same(top_p_filter(x, p), TopPLogitsWarper(p)(None, x.clone()))
 
 
+@seeds
+@ties
+@pytest.mark.parametrize("k", [1, 2, 50, 400])
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.9, 0.95, 0.999])
+def test_top_p_after_top_k_full_vocabulary(seed, tie, k, p):
+    "After top-k only k logits are finite: the CPU shortcut (sorting those only) must give transformers' bits."
+    x = rand_logits((3, 50257), seed, tie)
+    x = torch.cat([top_k_filter(x[:1], k), top_k_filter(x[1:2], max(1, k // 3)), top_k_filter(x[2:], 1)])   # rows: k, k/3, 1 finite
+    same(top_p_filter(x, p), TopPLogitsWarper(p)(None, x.clone()))
+
+
 @cases
 @seeds
 @ties
