@@ -226,15 +226,15 @@ def bench_row(name, B, mode, impl):
 def measure_memory():
     "Peak memory of our generation alone, each model in a fresh process: generate's default mode, and gpt2 with the Triton kernels."
     import subprocess
-    runs = [(name, "auto") for name in MODELS] + [("gpt2", "triton")] * ("gpt2" in MODELS)
-    for name, mode in runs:
+    runs = [(name, "auto", "float16") for name in MODELS] + [("gpt2", "triton", "float16"), ("gpt2", "auto", "float32")] * ("gpt2" in MODELS)
+    for name, mode, dtype in runs:
         if dev.type != "cuda" or not MEMORY or time.time() - T_START > BUDGET + 120: break
         out = None
         try:
             out = subprocess.run([sys.executable, "bench/gpu_memory.py", name, "--compile", mode], capture_output=True, text=True, timeout=180)
             results.setdefault("memory", []).append(json.loads(out.stdout.strip().splitlines()[-1])); log(results["memory"][-1]); save()
         except Exception as e:
-            log("memory measurement failed", name, mode, e, out.stderr[-2000:] if out is not None else "")
+            log("memory measurement failed", name, mode, dtype, e, out.stderr[-2000:] if out is not None else "")
 
 
 results["meta"]["default_compile"] = str(resolve_compile("auto", dev)); save()
@@ -279,7 +279,7 @@ for r in results["bench"]:
     lines.append(f"| {r['model']} | {r['batch']} | {r['mode']} | {r['impl']} | {r['tok_s']:,.0f} | {r['ms_per_step']:.3f} | {ratio} | {r['floor_fraction']:.0%} |")
 lines += ["", "Tests: " + ", ".join(f"{t['name']}: {'PASS' if t['ok'] else 'FAIL'}" for t in results["tests"])]
 lines += ["Peak GPU memory of our generation alone (fresh process, fp16, batch 1, 100 tokens greedy then sampled): " +
-          "; ".join(f"{m['model']} ({m.get('compile')}): weights {m['weights_mb']} MB, peak allocated {m['peak_allocated_mb']} MB, peak reserved {m['peak_reserved_mb']} MB" for m in results.get("memory", []))]
+          "; ".join(f"{m['model']} ({m.get('dtype', 'float16')}, {m.get('compile')}): weights {m['weights_mb']} MB, peak allocated {m['peak_allocated_mb']} MB, peak reserved {m['peak_reserved_mb']} MB" for m in results.get("memory", []))]
 open(f"{OUT}/gpu_table.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 log("done"); save()

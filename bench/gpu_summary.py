@@ -42,7 +42,7 @@ print()
 g1, gx = (pick(m, 1, "greedy", best_compiled=True) for m in ("gpt2", "gpt2-xl"))
 hf1 = pick("gpt2", 1, "greedy", impl="transformers")
 default = meta.get("default_compile")
-mem = {m["model"]: m for m in run.get("memory", []) if m.get("compile", default) == default}      # what generate uses
+mem = {m["model"]: m for m in run.get("memory", []) if m.get("compile", default) == default and m.get("dtype", "float16") == "float16"}
 checks = [
     ("gpt2 b1 greedy >= 2000 tok/s", g1 and g1["tok_s"] >= 2000, g1 and f"{g1['tok_s']:,.0f} ({g1['impl']})"),
     ("gpt2 b1 greedy >= 20x transformers", g1 and hf1 and g1["tok_s"] >= 20 * hf1["tok_s"], g1 and hf1 and f"{g1['tok_s'] / hf1['tok_s']:.1f}x"),
@@ -52,6 +52,7 @@ checks = [
 ]
 for name, ok, got in checks: print(f"{'MET ' if ok else 'NOT MET'}  {name}: {got or 'not measured'}")
 for m in run.get("memory", []):
-    print(f"memory: {m['model']} batch {m['batch']}, compile {m.get('compile')}: weights {m['weights_mb']} MB, "
-          f"peak allocated {m['peak_allocated_mb']} MB, peak reserved {m['peak_reserved_mb']} MB")
+    print(f"memory: {m['model']} {m.get('dtype', 'float16')} batch {m['batch']}, compile {m.get('compile')}: weights {m['weights_mb']} MB, "
+          f"peak allocated {m['peak_allocated_mb']} MB, peak reserved {m['peak_reserved_mb']} MB, "
+          f"device in use at the end {m.get('device_used_at_end_mb', '?')} MB (before the model: {m.get('device_used_before_model_mb', '?')} MB)")
 print("tests:", ", ".join(f"{t['name']}: {'PASS' if t['ok'] else 'FAIL'}" for t in run["tests"]))
