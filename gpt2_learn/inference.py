@@ -309,6 +309,12 @@ def _prog() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     "Run the CLI; returns the exit code (0 ok, 1 runtime error, 2 bad flags or prompt, 130 interrupted)."
+    with warnings.catch_warnings():                                       # one line per warning, and none from the compiler
+        warnings.filterwarnings("ignore", module=r"torch\._inductor")    # (a GPU's first call compiles the decode step)
+        warnings.showwarning = lambda message, category, *rest, **kw: sys.stderr.write(f"{_prog()}: warning: {message}\n")
+        return _main(argv)
+
+def _main(argv: Sequence[str] | None) -> int:
     prog, err = _prog(), sys.stderr
     def fail(msg, code): err.write(f"{prog}: error: {' '.join(str(msg).split())}\n"); err.flush(); return code
     try: args = build_parser(prog).parse_args(argv)

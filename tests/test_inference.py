@@ -321,3 +321,20 @@ def test_python_api_errors(micro_gen):
     with pytest.raises(PromptError, match="empty"): micro_gen.generate_text("", InferenceConfig(stream=False))
     with pytest.raises(PromptError, match="context window"): micro_gen.generate_batch(["ok", "word " * 300])
     with pytest.raises(ValueError, match="temperature"): micro_gen.generate_text("Hi", InferenceConfig(temperature=-1))
+
+
+def test_warnings_are_one_line_and_compiler_chatter_is_silent(capsys, micro_ckpt, monkeypatch):
+    "A warning during a run (e.g. the GPU fast path falling back) is one line; torch's compiler's own are dropped."
+    import warnings
+    import gpt2_learn.inference as inference
+    real = inference.TextGenerator
+    def noisy(*a, **k):
+        warnings.warn("compile='block' failed (RuntimeError: no compiler); using uncompiled kernels")
+        warnings.warn_explicit("a long compiler note\nover several lines", UserWarning, "x.py", 1, module="torch._inductor.lowering")
+        return real(*a, **k)
+    monkeypatch.setattr(inference, "TextGenerator", noisy)
+    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hi", "--max_new_tokens", "3")
+    assert code == 0
+    lines = [l for l in err.splitlines() if "warning" in l.lower()]
+    assert len(lines) == 1 and lines[0].endswith("warning: compile='block' failed (RuntimeError: no compiler); using uncompiled kernels")
+    assert "compiler note" not in err and "UserWarning" not in err
