@@ -132,7 +132,7 @@ class StaticDecoder:
             scores = self._scores(logits, self.seq, valid)
         if self.config.greedy: nxt = scores.argmax(dim=-1)
         else: nxt = sample_exponential(scores.softmax(dim=-1), self.generator)
-        return torch.where(self.unfinished, nxt, torch.full_like(nxt, self.eos))
+        return torch.where(self.unfinished, nxt, self.eos)                      # finished rows keep emitting EOS
 
     def step(self) -> None:
         "Consume `self.token`, produce the next one in its place, advance the position: all on the device."
