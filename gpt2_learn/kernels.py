@@ -12,8 +12,8 @@ import triton
 import triton.language as tl
 
 # %% auto #0
-__all__ = ['MATVEC_CONFIGS', 'matvec_kernel', 'matvec', 'decode_attention_kernel', 'decode_attention', 'embed_kernel',
-           'triton_supports', 'TritonStep']
+__all__ = ['MATVEC_CONFIGS', 'ROWS_CONFIGS', 'matvec_kernel', 'matmul_rows_kernel', 'matvec', 'decode_attention_kernel',
+           'decode_attention', 'embed_kernel', 'triton_supports', 'TritonStep']
 
 # %% ../nbs/11_kernels.ipynb #85d6904f
 @triton.jit
@@ -57,9 +57,52 @@ def matvec_kernel(x_ptr, lnw_ptr, lnb_ptr, w_ptr, b_ptr, res_ptr, out_ptr, N, K,
     if RES: acc += tl.load(res_ptr + row * stride_out + n, mask=n_ok, other=0.0).to(tl.float32)
     tl.store(out_ptr + row * stride_out + n, acc.to(out_ptr.dtype.element_ty), mask=n_ok)
 
+# %% ../nbs/11_kernels.ipynb #b3e5624a
+@triton.jit
+def matmul_rows_kernel(x_ptr, lnw_ptr, lnb_ptr, w_ptr, b_ptr, res_ptr, out_ptr, B, N, K, stride_x, stride_wn, stride_wk,
+                       stride_out, eps, LN: tl.constexpr, BIAS: tl.constexpr, GELU: tl.constexpr, RES: tl.constexpr,
+                       BLOCK_B: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    "The same for up to BLOCK_B rows at once: each weight tile is read once for all of them (tensor cores, tl.dot)."
+    rows = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
+    r_ok = rows < B
+    n = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_ok = n < N
+    x_rows = x_ptr + rows[:, None] * stride_x
+    if LN:
+        s = tl.zeros([BLOCK_B, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            s += tl.load(x_rows + k[None, :], mask=r_ok[:, None] & (k < K)[None, :], other=0.0).to(tl.float32)
+        mean = tl.sum(s, axis=1) / K
+        s2 = tl.zeros([BLOCK_B, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            k = k0 + tl.arange(0, BLOCK_K)
+            ok = r_ok[:, None] & (k < K)[None, :]
+            d = tl.where(ok, tl.load(x_rows + k[None, :], mask=ok, other=0.0).to(tl.float32) - mean[:, None], 0.0)
+            s2 += d * d
+        rstd = 1.0 / tl.sqrt(tl.sum(s2, axis=1) / K + eps)
+    acc = tl.zeros([BLOCK_B, BLOCK_N], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        k = k0 + tl.arange(0, BLOCK_K)
+        k_ok = k < K
+        ok = r_ok[:, None] & k_ok[None, :]
+        xk = tl.load(x_rows + k[None, :], mask=ok, other=0.0).to(tl.float32)
+        if LN:
+            g = tl.load(lnw_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
+            b = tl.load(lnb_ptr + k, mask=k_ok, other=0.0).to(tl.float32)
+            xk = tl.where(ok, (xk - mean[:, None]) * rstd[:, None] * g[None, :] + b[None, :], 0.0)
+        w = tl.load(w_ptr + n[None, :] * stride_wn + k[:, None] * stride_wk, mask=n_ok[None, :] & k_ok[:, None], other=0.0)
+        acc += tl.dot(xk.to(w.dtype), w, input_precision="ieee")          # (BLOCK_B, BLOCK_K) @ (BLOCK_K, BLOCK_N)
+    if BIAS: acc += tl.load(b_ptr + n, mask=n_ok, other=0.0).to(tl.float32)[None, :]
+    if GELU: acc = 0.5 * acc * (1.0 + _tanh(0.7978845608028654 * (acc + 0.044715 * acc * acc * acc)))
+    out_ok = r_ok[:, None] & n_ok[None, :]
+    if RES: acc += tl.load(res_ptr + rows[:, None] * stride_out + n[None, :], mask=out_ok, other=0.0).to(tl.float32)
+    tl.store(out_ptr + rows[:, None] * stride_out + n[None, :], acc.to(out_ptr.dtype.element_ty), mask=out_ok)
+
 # %% ../nbs/11_kernels.ipynb #8da18a4e
 MATVEC_CONFIGS = [(8, 512, 4, 2), (16, 256, 4, 3), (32, 128, 4, 3),   # (BLOCK_N, BLOCK_K, warps, pipeline stages): long along K,
                   (64, 64, 4, 3), (128, 32, 4, 4), (64, 128, 8, 3)]   # ... and long along N, for weights stored either way round
+ROWS_CONFIGS = [(32, 64, 4, 3), (64, 64, 4, 3), (32, 128, 4, 3), (64, 128, 8, 3), (128, 64, 8, 3), (128, 32, 4, 4)]   # several rows
 _chosen: dict = {}
 
 def _interpreted(t: torch.Tensor) -> bool:
@@ -101,18 +144,22 @@ def matvec(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None, *
     N = w.shape[0]
     out = torch.empty(B, N, dtype=x.dtype, device=x.device) if out is None else out
     assert x.stride(1) == 1 and out.stride(1) == 1 and (res is None or res.stride() == out.stride()), "rows must be contiguous"
+    args = (x, ln[0] if ln else x, ln[1] if ln else x, w, x if bias is None else bias, x if res is None else res, out)
+    flags = dict(LN=ln is not None, BIAS=bias is not None, GELU=gelu, RES=res is not None)
     def launch(cfg):
         bn, bk, warps, stages = cfg
-        matvec_kernel[(triton.cdiv(N, bn), B)](
-            x, ln[0] if ln else x, ln[1] if ln else x, w, x if bias is None else bias, x if res is None else res, out,
-            N, K, x.stride(0), w.stride(0), w.stride(1), out.stride(0), eps,
-            LN=ln is not None, BIAS=bias is not None, GELU=gelu, RES=res is not None,
-            BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        if B == 1:
+            matvec_kernel[(triton.cdiv(N, bn), 1)](*args, N, K, x.stride(0), w.stride(0), w.stride(1), out.stride(0), eps,
+                                                   **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
+        else:
+            matmul_rows_kernel[(triton.cdiv(N, bn), triton.cdiv(B, 16))](
+                *args, B, N, K, x.stride(0), w.stride(0), w.stride(1), out.stride(0), eps,
+                **flags, BLOCK_B=16, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=stages)
     if _interpreted(x):
         cfg = (min(1024, triton.next_power_of_2(N)), min(1024, triton.next_power_of_2(K)), 4, 1)
     else:
-        key = (N, K, w.stride(), w.dtype, B, ln is not None, bias is not None, gelu, res is not None, x.device.index)
-        cfg = _pick(key, launch, MATVEC_CONFIGS, x.device)
+        key = (N, K, w.stride(), w.dtype, B, *flags.values(), x.device.index)
+        cfg = _pick(key, launch, MATVEC_CONFIGS if B == 1 else ROWS_CONFIGS, x.device)
     launch(cfg)
     return out
 

@@ -2,8 +2,9 @@
 
     TRITON_INTERPRET=0 python tools/compile_kernels.py [--arch 90] [--all-configs]
 
-Catches what the CPU interpreter cannot: code that Triton's compiler rejects or ptxas fails on. Every matvec flag
-combination with both weight layouts, the attention kernel and the embedding kernel, in fp16, bf16 and fp32.
+Catches what the CPU interpreter cannot: code that Triton's compiler rejects or ptxas fails on. Every flag combination
+of the one-row and several-row kernels with both weight layouts, the attention kernel and the embedding kernel, in
+fp16, bf16 and fp32.
 Prints one line per kernel; exits 1 if any fails.
 """
 import argparse, os, sys, time, traceback
@@ -47,6 +48,15 @@ for dt in ("fp16", "bf16", "fp32"):
                 unit = "stride_wk" if layout == "K contiguous" else "stride_wn"     # Triton specialises strides equal to 1
                 sig[unit] = "constexpr"; consts[unit] = 1
                 build(f"matvec {dt} {layout} ln={ln} bias={bias} gelu={gelu} res={res} {bn}x{bk}", K.matvec_kernel, sig, consts, warps, stages)
+            for bn, bk, warps, stages in (K.ROWS_CONFIGS if args.all_configs else K.ROWS_CONFIGS[:1]):
+                sig = dict(x_ptr=p, lnw_ptr=p, lnb_ptr=p, w_ptr=p, b_ptr=p, res_ptr=p, out_ptr=p, B="i32", N="i32", K="i32",
+                           stride_x="i32", stride_wn="i32", stride_wk="i32", stride_out="i32", eps="fp32", LN="constexpr",
+                           BIAS="constexpr", GELU="constexpr", RES="constexpr", BLOCK_B="constexpr", BLOCK_N="constexpr",
+                           BLOCK_K="constexpr")
+                consts = dict(LN=ln, BIAS=bias, GELU=gelu, RES=res, BLOCK_B=16, BLOCK_N=bn, BLOCK_K=bk)
+                unit = "stride_wk" if layout == "K contiguous" else "stride_wn"
+                sig[unit] = "constexpr"; consts[unit] = 1
+                build(f"matmul_rows {dt} {layout} ln={ln} bias={bias} gelu={gelu} res={res} {bn}x{bk}", K.matmul_rows_kernel, sig, consts, warps, stages)
     sig = dict(qkv_ptr=p, k_ptr=p, v_ptr=p, valid_ptr="*u8", pos_ptr="*i64", out_ptr=p, C="i32", stride_qkv="i32",
                stride_cb="i32", stride_ch="i32", stride_cl="i32", stride_valid="i32", stride_out="i32", scale="fp32",
                D="constexpr", BLOCK_L="constexpr")
