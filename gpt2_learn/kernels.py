@@ -127,7 +127,8 @@ def _pick(key, launch, candidates, device) -> tuple:
     "The fastest of `candidates` for this key (measured once on the GPU), or the first that works."
     if key in _chosen: return _chosen[key]
     if torch.cuda.is_current_stream_capturing(): return candidates[0]     # no timing inside a graph capture
-    flush = torch.empty(torch.cuda.get_device_properties(device).L2_cache_size // 4, dtype=torch.int32, device=device)
+    l2_bytes = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 64 << 20)
+    flush = torch.empty(l2_bytes // 4, dtype=torch.int32, device=device)
     best, best_ms = None, float("inf")
     for cfg in candidates:
         try: ms = _time_ms(launch, cfg, flush)
