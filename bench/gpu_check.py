@@ -17,7 +17,7 @@ from gpt2_learn.model import GPT2Model
 from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
 from gpt2_learn.generation import generate_ids, pad_left
 from gpt2_learn.sampling import process_logits
-from gpt2_learn.fast import fast_generate, sample_exponential, decode_floor_ms, get_decoder, COMPILE_MODES, resolve_compile
+from gpt2_learn.fast import fast_generate, sample_exponential, decode_floor_ms, COMPILE_MODES, resolve_compile
 
 OUT = os.environ.get("OUT", "/tmp/gpu_out")
 os.makedirs(OUT, exist_ok=True)

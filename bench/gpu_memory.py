@@ -7,7 +7,7 @@ uses on a GPU: static cache + CUDA graph, compiled as `--compile` says; "auto" i
 the tokens, greedy then sampled. Also prints what the whole device has in use at the end (CUDA context included,
 as nvidia-smi would count it). Prints weights, peak allocated and peak reserved (MB).
 """
-import argparse, json, sys
+import argparse, json
 import torch
 from gpt2_learn.config import GPT2Config, InferenceConfig
 from gpt2_learn.model import GPT2Model

@@ -1,5 +1,4 @@
 "The hand-written Triton kernels (run by Triton's interpreter on the CPU) against PyTorch, and the decode step built from them."
-import math
 
 import pytest
 import torch
@@ -8,7 +7,7 @@ import torch.nn.functional as F
 pytest.importorskip("triton")
 from conftest import make_hf_model, ours_from_hf
 from gpt2_learn.config import InferenceConfig
-from gpt2_learn.fast import COMPILE_MODES, StaticDecoder, block_decode_step, fast_generate, prefill, resolve_compile
+from gpt2_learn.fast import COMPILE_MODES, StaticDecoder, block_decode_step, fast_generate, resolve_compile
 from gpt2_learn.generation import generate_ids, pad_left
 from gpt2_learn.kernels import TritonStep, decode_attention, matvec, triton_supports
 from gpt2_learn.kv_cache import KVCache
