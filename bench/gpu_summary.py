@@ -55,4 +55,10 @@ for m in run.get("memory", []):
     print(f"memory: {m['model']} {m.get('dtype', 'float16')} batch {m['batch']}, compile {m.get('compile')}: weights {m['weights_mb']} MB, "
           f"peak allocated {m['peak_allocated_mb']} MB, peak reserved {m['peak_reserved_mb']} MB, "
           f"device in use at the end {m.get('device_used_at_end_mb', '?')} MB (before the model: {m.get('device_used_before_model_mb', '?')} MB)")
+tests = {t["name"]: t["ok"] for t in run["tests"]}
+for m, best in (("gpt2", g1), ("gpt2-xl", gx)):
+    if best:
+        ok = tests.get(f"fast path vs eager (fp32): {best['impl']}")
+        print(f"fastest mode for {m} (batch 1 greedy): {best['impl']}; its fp32 test against the eager loop: "
+              f"{'PASS' if ok else 'FAIL' if ok is False else 'not run'}")
 print("tests:", ", ".join(f"{t['name']}: {'PASS' if t['ok'] else 'FAIL'}" for t in run["tests"]))
