@@ -29,7 +29,9 @@ GUIDE = dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.2)
 dev = torch.device(os.environ.get("GPU_CHECK_DEVICE", "cuda"))   # cpu: a smoke test of this script, nothing more
 MODELS = os.environ.get("GPU_CHECK_MODELS", "gpt2 gpt2-xl").split()
 BATCHES = [int(b) for b in os.environ.get("GPU_CHECK_BATCHES", "1 16").split()]
-IMPLS = os.environ.get("GPU_CHECK_IMPLS", ",".join(["transformers", "eager", "graph"] + [f"graph+compile({m})" for m in COMPILE_MODES if m])).split(",")
+_LIKELY_FIRST = ["triton", "gemv", "gemv+math", "block"]          # the most promising modes first, the slow-to-compile last
+IMPLS = os.environ.get("GPU_CHECK_IMPLS", ",".join(["transformers", "graph"] + [f"graph+compile({m})" for m in _LIKELY_FIRST]
+    + ["eager"] + [f"graph+compile({m})" for m in COMPILE_MODES if m and m not in _LIKELY_FIRST])).split(",")
 KEEP = int(os.environ.get("GPU_CHECK_KEEP", "2"))               # compile modes kept for the later rows: the fastest at batch 1 greedy
 RUN_TESTS = os.environ.get("GPU_CHECK_TESTS", "1") == "1"
 MODES = os.environ.get("GPU_CHECK_MODES", "greedy sample").split()
