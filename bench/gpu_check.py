@@ -39,7 +39,6 @@ MEMORY = os.environ.get("GPU_CHECK_MEMORY", "1") == "1"
 TEST_MODEL = os.environ.get("GPU_CHECK_TEST_MODEL", "gpt2")
 torch._dynamo.config.cache_size_limit = 64                       # one compiled step per shape and setting
 results = {"meta": {}, "tests": [], "bench": []}
-mode32 = mode16 = None                                           # the small models of the per-mode tests
 
 
 def save():
@@ -133,10 +132,10 @@ def t_hf_greedy():
     return "64 greedy tokens (repetition_penalty 1.2) equal to transformers, eager loop and fast path"
 
 
-def t_mode_fp32(impl):
-    "128 greedy tokens of one fast-path mode against the eager loop, fp32 (a 2-layer model of the test width: quick to compile)."
-    eager = generate_ids(mode32, P, 128, GREEDY, fast=False)
-    got = ours_run(mode32, P, 128, GREEDY, impl)
+def t_mode_fp32(model, impl):
+    "128 greedy tokens of one fast-path mode against the eager loop, fp32."
+    eager = generate_ids(model, P, 128, GREEDY, fast=False)
+    got = ours_run(model, P, 128, GREEDY, impl)
     assert torch.equal(got, eager), f"first difference at {(got != eager).nonzero()[0].tolist()}"
     return "128 greedy tokens equal to the eager loop's (fp32)"
 
@@ -151,10 +150,10 @@ def t_padded_batch_fast():
     return "left-padded batch of 3 on the fast path: each row equals the prompt alone (eager)"
 
 
-def t_mode_fp16(impl):
+def t_mode_fp16(model, impl):
     "How many of 128 greedy tokens in fp16 agree with the eager loop in fp16 (not asserted: fp16 rounds differently)."
-    eager = generate_ids(mode16, P, 128, GREEDY, fast=False)
-    same = (ours_run(mode16, P, 128, GREEDY, impl) == eager)[0, 16:]
+    eager = generate_ids(model, P, 128, GREEDY, fast=False)
+    same = (ours_run(model, P, 128, GREEDY, impl) == eager)[0, 16:]
     first_diff = int((~same).nonzero()[0]) if not bool(same.all()) else None
     return f"fp16: {int(same.sum())}/128 greedy tokens equal to the eager loop's" + (f" (first difference at {first_diff})" if first_diff is not None else "")
 
@@ -199,17 +198,15 @@ for name, fn in [] if not RUN_TESTS else [("logits vs transformers on CUDA", t_l
 def mode_tests():
     "Every fast-path mode against the eager loop, the fastest (batch 1 greedy, so far) first, while the budget lasts."
     if not RUN_TESTS: return
-    global mode32, mode16
-    hf_m = hf_model(TEST_MODEL, torch.float32, seed=2, n_layer=2)
-    mode32, mode16 = ours_from(hf_m), ours_from(hf_model(TEST_MODEL, torch.float16, seed=2, n_layer=2))
+    # a 2-layer model of the test width: the same kernels, quick to compile
+    m32, m16 = (ours_from(hf_model(TEST_MODEL, dtype, seed=2, n_layer=2)) for dtype in (torch.float32, torch.float16))
     timed = sorted((r for r in results["bench"] if r["batch"] == 1 and r["mode"] == "greedy" and r["impl"].startswith("graph")),
                    key=lambda r: -r["tok_s"])
     ranked = list(dict.fromkeys([r["impl"] for r in timed] + ["graph"] + [f"graph+compile({m})" for m in COMPILE_MODES if m]))
     for impl in ranked:
         if time.time() - T_START > BUDGET + 90: log("budget spent: mode tests stop before", impl); break
-        check(f"fast path vs eager (fp32): {impl}", lambda: t_mode_fp32(impl))
-        check(f"fast path vs eager (fp16): {impl}", lambda: t_mode_fp16(impl))
-    del mode32, mode16, hf_m
+        check(f"fast path vs eager (fp32): {impl}", lambda: t_mode_fp32(m32, impl))
+        check(f"fast path vs eager (fp16): {impl}", lambda: t_mode_fp16(m16, impl))
 
 # ---------------------------------------------------------------- benchmark
 N = 128

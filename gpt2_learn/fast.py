@@ -13,7 +13,7 @@ from .sampling import process_logits
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'DEFAULT_GPU_COMPILE', 'decode_floor_ms', 'sample_exponential', 'fast_path_supports', 'matvec_linear',
-           'math_attention', 'block_decode_step', 'StaticDecoder', 'prefill', 'capture', 'resolve_compile',
+           'math_attention', 'block_decode_step', 'resolve_compile', 'StaticDecoder', 'prefill', 'capture',
            'get_decoder', 'fast_generate']
 
 # %% ../nbs/10_performance.ipynb #def61c83
@@ -76,12 +76,24 @@ COMPILE_MODES = {          # name: (what torch.compile wraps, inductor options, 
     "triton":    ("triton", {},  {}),                                    # hand-written kernels, 5 per block (kernels notebook)
 }
 
+DEFAULT_GPU_COMPILE = "block"     # what "auto" means on a CUDA GPU: the fastest mode measured by bench/gpu_check.sh
+
+def resolve_compile(compile: bool | str, device: torch.device) -> bool | str:
+    "'auto': `DEFAULT_GPU_COMPILE` on a CUDA GPU where Triton is installed, else no compiling."
+    if compile is True: return "block"
+    if compile != "auto":
+        if compile not in COMPILE_MODES: raise ValueError(f"compile must be 'auto' or one of {list(COMPILE_MODES)}, not {compile!r}")
+        return compile
+    if device.type != "cuda": return False
+    try: import triton  # noqa: F401
+    except ImportError: return False
+    return DEFAULT_GPU_COMPILE
+
 class StaticDecoder:
     "A decode step with fixed shapes and addresses (graph-capturable), for one model, batch size, length and config."
     def __init__(self, model, batch_size: int, max_len: int, config: InferenceConfig, compile: bool | str = False):
-        "`compile`: a key of `COMPILE_MODES` (False: eager kernels; True means 'block')."
-        if compile is True: compile = "block"
-        if compile not in COMPILE_MODES: raise ValueError(f"compile must be one of {list(COMPILE_MODES)}, not {compile!r}")
+        "`compile`: 'auto' or a key of `COMPILE_MODES` (False: eager kernels; True means 'block'); see `resolve_compile`."
+        compile = resolve_compile(compile, model.device)
         self.model, self.config, self.B, self.L, self.compile = model, config, batch_size, max_len, compile
         dev = model.device
         self.cache = KVCache(model.config, batch_size, max_len, dev, model.dtype)
@@ -182,20 +194,7 @@ def capture(dec: StaticDecoder, warmup: int = 3) -> StaticDecoder:
 def _cache_len(n: int, n_ctx: int) -> int:
     return min(n_ctx, max(128, 1 << math.ceil(math.log2(max(n, 1)))))
 
-DEFAULT_GPU_COMPILE = "block"     # what "auto" means on a CUDA GPU: the fastest mode measured by bench/gpu_check.sh
-
 def _why(e: Exception) -> str: return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-
-def resolve_compile(compile: bool | str, device: torch.device) -> bool | str:
-    "'auto': `DEFAULT_GPU_COMPILE` on a CUDA GPU where Triton is installed, else no compiling."
-    if compile is True: return "block"
-    if compile != "auto":
-        if compile not in COMPILE_MODES: raise ValueError(f"compile must be 'auto' or one of {list(COMPILE_MODES)}, not {compile!r}")
-        return compile
-    if device.type != "cuda": return False
-    try: import triton  # noqa: F401
-    except ImportError: return False
-    return DEFAULT_GPU_COMPILE
 
 def get_decoder(model, batch_size: int, needed_len: int, config: InferenceConfig, compile: bool | str = "auto") -> StaticDecoder:
     "A captured StaticDecoder for these shapes and settings, cached on the model."
