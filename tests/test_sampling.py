@@ -346,3 +346,81 @@ def test_generate_left_padded_batch():
             tok = select_next_token(process_logits(logits, seq, cfg, prompt_len=prompt.shape[1], mask=m), cfg)
             seq, m = torch.cat([seq, tok[:, None]], 1), torch.cat([m, torch.ones_like(m[:, :1])], 1)
     assert seq.tolist() == ref.tolist()
+
+
+# --- one draw: multinomial_one is torch.multinomial, bit for bit --------------------------------
+
+import gpt2_learn.sampling as sampling_module
+from gpt2_learn.sampling import multinomial_one
+
+
+def kept_probs(B, seed, k=50, p=1.0, V=50257):
+    "Softmax of GPT-2-sized logits after top-k / top-p, as the sampling pipeline hands them over."
+    x = top_p_filter(top_k_filter(rand_logits((B, V), seed), k), p)
+    return x.softmax(-1)
+
+
+@pytest.fixture
+def race_calls(monkeypatch):
+    "Counts the calls of the fast path, so that a test can tell it ran (and did not just fall back)."
+    calls = []
+    real = sampling_module._race
+    monkeypatch.setattr(sampling_module, "_race", lambda probs, g: calls.append(probs.shape) or real(probs, g))
+    return calls
+
+
+@pytest.mark.parametrize("B", [1, 3, 8])
+@pytest.mark.parametrize("k,p", [(1, 1.0), (50, 1.0), (50, 0.9), (0, 0.5), (3000, 1.0)])
+def test_multinomial_one_is_torch_multinomial(B, k, p, race_calls):
+    probs = kept_probs(B, B + k, k, p)
+    for seed in range(40):
+        g1, g2 = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+        ours, theirs = multinomial_one(probs, g2), torch.multinomial(probs, 1, generator=g1)[:, 0]
+        assert torch.equal(ours, theirs) and ours.dtype == torch.long and ours.shape == (B,)
+        assert torch.equal(g2.get_state(), g1.get_state())                     # the next draw is the same too
+    kept = int(probs.count_nonzero())
+    assert bool(race_calls) == (kept * 16 <= probs.numel())                    # fast path when few are kept (3000: not)
+
+
+def test_multinomial_one_global_generator(race_calls):
+    probs = kept_probs(2, 5)
+    torch.manual_seed(3); ours = multinomial_one(probs); ours_next = torch.rand(4)
+    torch.manual_seed(3); theirs = torch.multinomial(probs, 1)[:, 0]; theirs_next = torch.rand(4)
+    assert torch.equal(ours, theirs) and torch.equal(ours_next, theirs_next) and race_calls
+
+
+def test_multinomial_one_float64_and_small_vocab(race_calls):
+    probs = kept_probs(2, 6).double()
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(multinomial_one(probs, g2), torch.multinomial(probs, 1, generator=g1)[:, 0]) and race_calls
+    small = kept_probs(1, 7, k=5, V=300)                                       # nothing to gain: torch.multinomial itself
+    race_calls.clear()
+    g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    assert torch.equal(multinomial_one(small, g2), torch.multinomial(small, 1, generator=g1)[:, 0]) and not race_calls
+
+
+def test_multinomial_one_falls_back_cleanly(monkeypatch):
+    "A uniform of exactly 0 (the race returns None) and a PyTorch that draws differently both end in torch.multinomial."
+    probs = kept_probs(2, 8)
+    real = sampling_module._race
+    monkeypatch.setattr(sampling_module, "_race", lambda probs, g: (real(probs, g), None)[1])   # draws, then gives up
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    assert torch.equal(multinomial_one(probs, g2), torch.multinomial(probs, 1, generator=g1)[:, 0])
+    assert torch.equal(g2.get_state(), g1.get_state())                         # the generator was restored first
+    monkeypatch.setattr(sampling_module, "_race", real)
+    monkeypatch.setattr(sampling_module, "_RACE_IS_MULTINOMIAL", False)
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    assert torch.equal(multinomial_one(probs, g2), torch.multinomial(probs, 1, generator=g1)[:, 0])
+
+
+def test_multinomial_one_self_check_passes_here():
+    sampling_module._RACE_IS_MULTINOMIAL = None
+    assert sampling_module._race_is_multinomial() is True
+
+
+@pytest.mark.parametrize("bad", [[[0.5, -0.1, 0.6]], [[float("nan"), 1.0]], [[0.0, 0.0]], [[float("inf"), 0.0]]])
+def test_multinomial_one_bad_probabilities_raise_like_torch(bad):
+    probs = torch.tensor(bad).repeat(1, 5000)                                  # large enough for the fast path
+    with pytest.raises(RuntimeError) as theirs: torch.multinomial(probs, 1)
+    with pytest.raises(RuntimeError) as ours: multinomial_one(probs)
+    assert str(ours.value) == str(theirs.value)
