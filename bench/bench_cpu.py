@@ -3,8 +3,10 @@
     python bench/bench_cpu.py [--new_tokens 64] [--repeats 2] [--quick] [--json out.json]
 
 Prints tokens/s of each and the ratio, for batch 1 and 8, prompts of 16 and 512 tokens, greedy and the
-reference guide's sampling (temperature 1.0, top_k 50, top_p 0.95, repetition_penalty 1.2); then our
-speedup from the KV cache (the same loop recomputing the whole sequence every step).
+reference guide's sampling (temperature 1.0, top_k 50, top_p 0.95, repetition_penalty 1.2): ours as
+`generate` runs a model handed to it, and ours with the weights packed for oneDNN (`pack_for_cpu`, what
+the CLI and `TextGenerator` do with the model they load); then our speedup from the KV cache (the same loop
+recomputing the whole sequence every step).
 """
 import argparse, json, os, platform, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -15,6 +17,7 @@ from gpt2_learn.config import GPT2Config, InferenceConfig
 from gpt2_learn.generation import generate_ids
 from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
 from gpt2_learn.model import GPT2Model
+from gpt2_learn.fast import cpu_packing_available, pack_for_cpu
 
 GUIDE = dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.2)
 
@@ -58,10 +61,12 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     hf, ours = build()
+    packed = pack_for_cpu(build()[1]) if cpu_packing_available() else None
     n = args.new_tokens
     print(f"# CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
           f"transformers {transformers.__version__}; 124M shape, fp32, {n} new tokens, best of {args.repeats}")
-    print(f"{'batch':>5} {'prompt':>6} {'mode':>8} {'transformers tok/s':>19} {'ours tok/s':>11} {'ratio':>6}")
+    print(f"{'batch':>5} {'prompt':>6} {'mode':>8} {'transformers tok/s':>19} {'ours tok/s':>11} {'ratio':>6} "
+          f"{'packed tok/s':>13} {'ratio':>6}")
     rows = []
     for B in ([1] if args.quick else [1, 8]):
         for T in ([16] if args.quick else [16, 512]):
@@ -74,8 +79,15 @@ def main():
                 if not sample: assert torch.equal(out_hf, out_us), "greedy outputs differ"
                 r = dict(batch=B, prompt=T, mode="sample" if sample else "greedy",
                          transformers_tok_s=B * n / t_hf, ours_tok_s=B * n / t_us, ratio=t_hf / t_us)
+                line = f"{B:>5} {T:>6} {r['mode']:>8} {r['transformers_tok_s']:>19.1f} {r['ours_tok_s']:>11.1f} {r['ratio']:>5.2f}x"
+                if packed is not None:
+                    run_ours(packed, ids, 2, sample)
+                    t_pk, out_pk = timed(lambda: run_ours(packed, ids, n, sample), args.repeats)
+                    if not sample: assert torch.equal(out_hf, out_pk), "greedy outputs differ (packed)"
+                    r.update(packed_tok_s=B * n / t_pk, ratio_packed=t_hf / t_pk)
+                    line += f" {r['packed_tok_s']:>13.1f} {r['ratio_packed']:>5.2f}x"
                 rows.append(r)
-                print(f"{B:>5} {T:>6} {r['mode']:>8} {r['transformers_tok_s']:>19.1f} {r['ours_tok_s']:>11.1f} {r['ratio']:>5.2f}x", flush=True)
+                print(line, flush=True)
     print("\n# KV cache: ours with vs without the cache (greedy, batch 1, 16 new tokens)")
     print(f"{'prompt':>6} {'no cache tok/s':>15} {'cache tok/s':>12} {'speedup':>8}")
     for T in ([16] if args.quick else [16, 512]):

@@ -117,10 +117,20 @@ def _first_stop(text: str, stops: Sequence[str]) -> int:
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else -1
 
+def _pack_if_cpu(model: GPT2Model) -> GPT2Model:
+    "Pack a CPU model's weights for oneDNN where this PyTorch can (performance notebook); otherwise leave it as it is."
+    from gpt2_learn.fast import cpu_packing_available, pack_for_cpu
+    if model.device.type != "cpu" or model.dtype not in (torch.float32, torch.bfloat16) or not cpu_packing_available(): return model
+    try: pack_for_cpu(model)
+    except Exception as e: warnings.warn(f"the weights could not be packed for the CPU ({_one_line(e)}); using the plain kernels")
+    return model
+
 class TextGenerator:
     "Load a GPT-2 once; generate streamed text, whole text, batches, or run an interactive session."
-    def __init__(self, model_path: str | Path | None = None, device: str | torch.device = "auto", dtype=None):
+    def __init__(self, model_path: str | Path | None = None, device: str | torch.device = "auto", dtype=None, pack: bool = True):
+        "`pack`: on the CPU, pack the loaded model's weights once for faster products (`fast.pack_for_cpu`)."
         self.model, self.tokenizer = load_model(model_path, device, dtype)
+        if pack: _pack_if_cpu(self.model)
         self.model_path, self.device, self.last_stats = model_path, self.model.device, None
 
     @classmethod

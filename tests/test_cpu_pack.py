@@ -1,0 +1,124 @@
+"The CPU's packed weights (oneDNN) against transformers (the oracle) and against the unpacked model."
+import pytest
+import torch
+import torch.nn as nn
+
+from conftest import make_hf_model, ours_from_hf
+from gpt2_learn.config import InferenceConfig
+from gpt2_learn.fast import PackedLinear, cpu_packing_available, pack_for_cpu, unpack_for_cpu
+from gpt2_learn.generation import generate_ids, pad_left
+
+pytestmark = pytest.mark.skipif(not cpu_packing_available(), reason="this PyTorch has no oneDNN packed linear operators")
+PROMPT = torch.randint(0, 50257, (1, 16), generator=torch.Generator().manual_seed(5))
+
+
+@pytest.fixture(scope="module")
+def packed_124m(hf_124m):
+    return pack_for_cpu(ours_from_hf(hf_124m))
+
+
+def hf_generate(hf, ids, **kw):
+    with torch.no_grad():
+        return hf.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=50256, max_new_tokens=100, **kw)
+
+
+def linears(model):
+    return [m for m in model.modules() if isinstance(m, (nn.Linear, PackedLinear))]
+
+
+def test_every_linear_is_packed(packed_124m):
+    assert all(isinstance(m, PackedLinear) for m in linears(packed_124m)) and len(linears(packed_124m)) == 12 * 4 + 1
+
+
+def test_logits_equal_transformers(hf_124m, packed_124m):
+    ids = torch.randint(0, 50257, (2, 24), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad(): theirs, ours = hf_124m(ids).logits, packed_124m(ids)
+    assert (ours - theirs).abs().max() < 1e-4
+
+
+@pytest.mark.parametrize("penalty", [1.0, 1.2])
+def test_greedy_100_tokens_equal_transformers(hf_124m, packed_124m, penalty):
+    expected = hf_generate(hf_124m, PROMPT, do_sample=False, repetition_penalty=penalty)
+    assert torch.equal(generate_ids(packed_124m, PROMPT, 100, do_sample=False, repetition_penalty=penalty), expected)
+
+
+def test_sampling_guide_defaults_equal_transformers(hf_124m, packed_124m):
+    cfg = InferenceConfig()
+    torch.manual_seed(1234)
+    expected = hf_generate(hf_124m, PROMPT, do_sample=True, temperature=cfg.temperature, top_k=cfg.top_k,
+                           top_p=cfg.top_p, repetition_penalty=cfg.repetition_penalty)
+    assert torch.equal(generate_ids(packed_124m, PROMPT, 100, cfg.replace(seed=1234)), expected)
+
+
+def test_padded_batch_equals_transformers(hf_124m, packed_124m):
+    ids, mask = pad_left([PROMPT[0].tolist(), PROMPT[0, :5].tolist(), PROMPT[0, 3:12].tolist()])
+    with torch.no_grad():
+        expected = hf_124m.generate(ids, attention_mask=mask, pad_token_id=50256, max_new_tokens=30, do_sample=False)
+    assert torch.equal(generate_ids(packed_124m, ids, 30, attention_mask=mask, do_sample=False, repetition_penalty=1.0), expected)
+
+
+def test_state_dict_checkpoint_and_unpack_are_exact(hf_small, tmp_path):
+    from gpt2_learn.model import GPT2Model
+    model = ours_from_hf(hf_small)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    strides = {n: p.stride() for n, p in model.named_parameters()}
+    pack_for_cpu(model)
+    sd = model.state_dict()
+    assert list(sd) == list(before) and all(torch.equal(sd[k], before[k]) for k in before)
+    model.save_checkpoint(tmp_path / "packed.pth")                          # saving a packed model writes plain weights
+    loaded = GPT2Model.from_checkpoint(tmp_path / "packed.pth")
+    assert all(torch.equal(loaded.state_dict()[k], before[k]) for k in before)
+    unpack_for_cpu(model)
+    assert all(type(m) is nn.Linear for m in linears(model))
+    assert model.lm_head.weight is model.wte.weight                          # tied again
+    assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)
+    assert {n: p.stride() for n, p in model.named_parameters()} == strides   # the same layout as before packing
+
+
+def test_moving_a_packed_model_says_what_to_do(hf_small):
+    model = pack_for_cpu(ours_from_hf(hf_small))
+    model.to("cpu"); model.eval(); model.float()                             # no-ops are fine
+    for move in (lambda: model.to(torch.float64), lambda: model.half(), lambda: model.bfloat16()):
+        with pytest.raises(RuntimeError, match="unpack_for_cpu"): move()
+
+
+def test_bfloat16(hf_small):
+    plain = ours_from_hf(hf_small).to(torch.bfloat16)
+    packed = pack_for_cpu(ours_from_hf(hf_small).to(torch.bfloat16))
+    ids = PROMPT[:, :10]
+    with torch.no_grad(): a, b = plain(ids).float(), packed(ids).float()
+    assert (a - b).abs().max() <= 0.05 * a.abs().max()
+
+
+def test_other_dtypes_and_devices_are_refused(hf_small):
+    model = ours_from_hf(hf_small).half()
+    with pytest.raises(ValueError, match="float32/bfloat16"): pack_for_cpu(model)
+    assert all(type(m) is nn.Linear for m in linears(model))                 # all or nothing
+
+
+def test_a_failed_check_leaves_the_model_plain(hf_small, monkeypatch):
+    model = ours_from_hf(hf_small)
+    real = PackedLinear.forward
+    calls = []
+    def wrong_after_three(self, x):                                          # the 4th packed product is wrong
+        calls.append(1)
+        y = real(self, x)
+        return y + 1 if len(calls) == 4 else y
+    monkeypatch.setattr(PackedLinear, "forward", wrong_after_three)
+    with pytest.raises(RuntimeError, match="differs from F.linear"): pack_for_cpu(model)
+    monkeypatch.setattr(PackedLinear, "forward", real)
+    assert all(type(m) is nn.Linear for m in linears(model)) and model.lm_head.weight is model.wte.weight
+    hf_ids = torch.randint(0, 50257, (1, 8))
+    with torch.no_grad(): assert (model(hf_ids) - hf_small(hf_ids).logits).abs().max() < 1e-4
+
+
+def test_text_generator_packs_only_its_own_cpu_model(monkeypatch):
+    from gpt2_learn import inference
+    from gpt2_learn.weights import bundled_model_path
+    if not bundled_model_path().is_file(): pytest.skip("no bundled model")
+    gen = inference.TextGenerator(device="cpu")
+    assert isinstance(gen.model.h[0].mlp.c_fc, PackedLinear)
+    wrapped = inference.TextGenerator.from_model(ours_from_hf(make_hf_model()))
+    assert type(wrapped.model.h[0].mlp.c_fc) is nn.Linear
+    monkeypatch.setattr("gpt2_learn.fast.cpu_packing_available", lambda: False)
+    assert type(inference.TextGenerator(device="cpu").model.h[0].mlp.c_fc) is nn.Linear
