@@ -5,8 +5,9 @@
 Two models: (a) the small GPT-2 bundled with the package, (b) the 124M GPT-2 shape with random
 weights (saved once as a .pth checkpoint in a temporary folder). Each case runs in a fresh process,
 twice:
-- through `TextGenerator` (what the CLI does), reading the resident set size (RSS) after the imports,
-  after loading, the peak during loading, and the peak during generation (Linux: VmHWM, reset after
+- through `TextGenerator` (what the CLI does: on the CPU it packs the weights for oneDNN, which keeps a
+  packed copy of the head beside the token embedding), reading the resident set size (RSS) after the imports,
+  after loading, after packing, the peak during loading and packing, and the peak during generation (Linux: VmHWM, reset after
   loading through /proc/self/clear_refs), and the tokens/s of 100 greedy tokens (EOS ignored);
 - as the real command, `python -m gpt2_learn.inference ... --no_sample --max_new_tokens 100`, whose
   whole-process peak RSS comes from `getrusage` (ru_maxrss of the child).
@@ -38,10 +39,12 @@ def child(case: str, path: str | None, tokens: int) -> dict:
     "Runs in its own process: load like the CLI, generate, measure."
     import torch
     from gpt2_learn.config import InferenceConfig
-    from gpt2_learn.inference import TextGenerator
+    from gpt2_learn.inference import TextGenerator, _pack_if_cpu
     rss_import = proc_status("VmRSS")
     t = time.perf_counter()
-    gen = TextGenerator(path, device="cpu")
+    gen = TextGenerator(path, device="cpu", pack=False)                    # what TextGenerator(path) does, in two steps
+    rss_plain = proc_status("VmRSS")
+    _pack_if_cpu(gen.model)
     load_s = time.perf_counter() - t
     rss_loaded, hwm_load = proc_status("VmRSS"), proc_status("VmHWM")
     try: Path("/proc/self/clear_refs").write_text("5"); reset = True      # VmHWM := current RSS
@@ -51,9 +54,12 @@ def child(case: str, path: str | None, tokens: int) -> dict:
     gen.generate_text(PROMPT, cfg)
     s = gen.last_stats
     m = gen.model
-    return {"case": case, "params_M": m.num_params() / 1e6, "weights_MB": sum(p.numel() * p.element_size() for p in m.parameters()) / MB,
+    from gpt2_learn.config import count_params                               # from the config: the CPU model is packed
+    n_params = count_params(m.config)
+    return {"case": case, "params_M": n_params / 1e6, "weights_MB": n_params * m.wte.weight.element_size() / MB,
             "config": m.config.to_dict(), "threads": torch.get_num_threads(), "load_s": load_s,
-            "rss_after_import_MB": rss_import, "rss_after_load_MB": rss_loaded, "peak_during_load_MB": hwm_load,
+            "rss_after_import_MB": rss_import, "rss_after_load_unpacked_MB": rss_plain, "rss_after_load_MB": rss_loaded,
+            "peak_during_load_MB": hwm_load,
             "peak_during_generation_MB": proc_status("VmHWM") if reset else None,
             "peak_process_MB": maxrss_mb(resource.getrusage(resource.RUSAGE_SELF)),
             "new_tokens": s.new_tokens, "gen_s": s.seconds, "tokens_per_s": s.tokens_per_s}
@@ -97,12 +103,12 @@ def main():
     fmt = lambda x, f="{:.0f}": "n/a" if x is None else f.format(x)
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {rows[0]['threads'] if rows else '?'}; "
           f"fp32, greedy, prompt of 9 tokens, {a.tokens} new tokens\n")
-    head = ["model", "params", "weights", "RSS after imports", "RSS after load", "peak while loading",
+    head = ["model", "params", "weights", "RSS after imports", "RSS after load", "RSS after packing", "peak while loading",
             "peak while generating", "CLI process peak", "tokens/s"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         print(f"| {r['case']} | {r['params_M']:.1f} M | {r['weights_MB']:.0f} MB | {fmt(r['rss_after_import_MB'])} MB | "
-              f"{fmt(r['rss_after_load_MB'])} MB | {fmt(r['peak_during_load_MB'])} MB | {fmt(r['peak_during_generation_MB'])} MB | "
+              f"{fmt(r['rss_after_load_unpacked_MB'])} MB | {fmt(r['rss_after_load_MB'])} MB | {fmt(r['peak_during_load_MB'])} MB | {fmt(r['peak_during_generation_MB'])} MB | "
               f"{r['cli_peak_MB']:.0f} MB | {r['tokens_per_s']:.1f} |")
     for r in rows: print(f"\n{r['case']} CLI (exit {r['cli_exit']}): {' '.join(r['cli_summary'])}")
     if a.json: Path(a.json).write_text(json.dumps(rows, indent=2))

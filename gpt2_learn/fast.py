@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_performance.ipynb #d9dafb6b
 from __future__ import annotations
-import math, warnings
+import ctypes, math, warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,9 +13,10 @@ from .kv_cache import KVCache
 from .sampling import process_logits
 
 # %% auto #0
-__all__ = ['COMPILE_MODES', 'DEFAULT_GPU_COMPILE', 'decode_floor_ms', 'sample_exponential', 'fast_path_supports', 'matvec_linear',
-           'math_attention', 'block_decode_step', 'resolve_compile', 'StaticDecoder', 'prefill', 'capture',
-           'get_decoder', 'fast_generate', 'cpu_packing_available', 'PackedLinear', 'unpack_for_cpu', 'pack_for_cpu']
+__all__ = ['COMPILE_MODES', 'DEFAULT_GPU_COMPILE', 'PACKABLE', 'decode_floor_ms', 'sample_exponential', 'fast_path_supports',
+           'matvec_linear', 'math_attention', 'block_decode_step', 'resolve_compile', 'StaticDecoder', 'prefill',
+           'capture', 'get_decoder', 'fast_generate', 'cpu_packing_available', 'PackedLinear', 'unpack_for_cpu',
+           'pack_for_cpu']
 
 # %% ../nbs/10_performance.ipynb #def61c83
 def decode_floor_ms(cfg: GPT2Config, bandwidth_gb_s: float, batch_size: int = 1, seq_len: int = 128,
@@ -253,16 +254,20 @@ def cpu_packing_available() -> bool:
             hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise"))
     except (AttributeError, RuntimeError): return False
 
+PACKABLE = (torch.float32, torch.bfloat16)
+
 class PackedLinear(nn.Module):
     "An `nn.Linear` whose weight is packed once for oneDNN's CPU kernels (inference only); `weight` unpacks it exactly."
     def __init__(self, linear: nn.Linear, batch_size: int = 4):
         super().__init__()
         w = linear.weight.detach()
-        if w.device.type != "cpu" or w.dtype not in (torch.float32, torch.bfloat16):
+        if w.device.type != "cpu" or w.dtype not in PACKABLE:
             raise ValueError(f"only float32/bfloat16 weights on the CPU can be packed, not {w.dtype} on {w.device}")
         self.in_features, self.out_features, self.batch_size = linear.in_features, linear.out_features, batch_size
-        self.register_buffer("packed", torch.ops.mkldnn._reorder_linear_weight(w.contiguous(), batch_size), persistent=False)
+        self.register_buffer("packed", None, persistent=False)                 # the packed weight, on the CPU
+        self.register_buffer("plain", None, persistent=False)                  # or the plain one, elsewhere
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False)
+        self._set_weight(w)
         probe = torch.randn(2, self.in_features, generator=torch.Generator().manual_seed(0)).to(w.dtype)
         with torch.no_grad(): want, got = F.linear(probe, w, self.bias), self(probe)
         tol = (1e-4 if w.dtype == torch.float32 else 2e-2) * float(want.abs().max()) + 1e-6
@@ -270,34 +275,53 @@ class PackedLinear(nn.Module):
             raise RuntimeError("oneDNN's packed product differs from F.linear here")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None: return F.linear(x, self.plain, self.bias)
         y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self.packed, self.bias, "none", [], "")
         return y.view(*x.shape[:-1], self.out_features)
 
     @property
     def weight(self) -> torch.Tensor:
         "The (out, in) weight, unpacked exactly: identity @ weight.T."
+        if self.packed is None: return self.plain
         eye = torch.eye(self.in_features, dtype=self.packed.dtype)
         return torch.ops.mkldnn._linear_pointwise(eye, self.packed, None, "none", [], "").t()
+
+    def _set_weight(self, w: torch.Tensor) -> None:
+        "Pack `w` if it is a float32/bfloat16 CPU weight, else keep it plain."
+        if w.device.type == "cpu" and w.dtype in PACKABLE: self.packed, self.plain = torch.ops.mkldnn._reorder_linear_weight(w, self.batch_size), None
+        else: self.packed, self.plain = None, w
+
+    def _apply(self, fn, recurse=True):                                        # .to(), .half(), .cuda(), ...
+        if self.bias is not None: self.bias = fn(self.bias)
+        self._set_weight(fn(self.weight))
+        return self
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         destination[prefix + "weight"] = self.weight                           # as nn.Linear saves it
         if self.bias is not None: destination[prefix + "bias"] = self.bias
 
-    def _apply(self, fn, recurse=True):
-        moved = fn(torch.empty(0, dtype=self.packed.dtype))
-        if moved.device.type != "cpu" or moved.dtype != self.packed.dtype:
-            raise RuntimeError("the model's weights are packed for the CPU: call unpack_for_cpu(model) before moving it "
-                               "or changing its dtype")
-        return self
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        names = ["weight"] + (["bias"] if self.bias is not None else [])
+        if any(prefix + n not in state_dict for n in names): missing_keys.extend(prefix + n for n in names if prefix + n not in state_dict); return
+        now = self.packed if self.packed is not None else self.plain
+        if self.bias is not None: self.bias = state_dict[prefix + "bias"].detach().to(self.bias).clone()
+        self._set_weight(state_dict[prefix + "weight"].detach().to(device=now.device, dtype=now.dtype))
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, batch_size={self.batch_size}"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed={self.packed is not None}"
+
+def _return_freed_memory() -> None:
+    "Hand the C allocator's freed pages back to the OS (glibc's malloc_trim; elsewhere nothing)."
+    try: ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError): pass
 
 def _swap_linears(model: nn.Module, make) -> nn.Module:
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            new = make(child)
-            if new is not None: setattr(parent, name, new)
+    "Replace each submodule `m` for which `make(m)` is not None, freeing the old one at once (no list holds it)."
+    for qualname in [name for name, _ in model.named_modules() if name]:
+        parent_name, _, attr = qualname.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        new = make(getattr(parent, attr))
+        if new is not None: setattr(parent, attr, new); _return_freed_memory()
     return model
 
 def unpack_for_cpu(model: nn.Module) -> nn.Module:
@@ -314,10 +338,11 @@ def unpack_for_cpu(model: nn.Module) -> nn.Module:
     if head is not None and wte is not None and torch.equal(head.weight, wte.weight): head.weight = wte.weight
     return stream_friendly_layout(model)
 
-def pack_for_cpu(model: nn.Module, batch_size: int = 4) -> nn.Module:
-    "Replace every `nn.Linear` of a CPU model (float32/bfloat16) by a `PackedLinear`, in place. Inference only."
+def pack_for_cpu(model: nn.Module, batch_size: int = 4, min_weights: int = 1 << 18) -> nn.Module:
+    "Replace each `nn.Linear` of a CPU model (float32/bfloat16) with at least `min_weights` weights by a `PackedLinear`, in place. Inference only."
     if not cpu_packing_available(): raise RuntimeError("this PyTorch has no oneDNN packed linear operators")
-    try: return _swap_linears(model, lambda m: PackedLinear(m, batch_size) if isinstance(m, nn.Linear) else None)
+    big = lambda m: isinstance(m, nn.Linear) and m.weight.numel() >= min_weights
+    try: return _swap_linears(model, lambda m: PackedLinear(m, batch_size) if big(m) else None)
     except Exception:
         unpack_for_cpu(model)                                                  # all or nothing
         raise

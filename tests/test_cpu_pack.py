@@ -62,7 +62,7 @@ def test_state_dict_checkpoint_and_unpack_are_exact(hf_small, tmp_path):
     model = ours_from_hf(hf_small)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     strides = {n: p.stride() for n, p in model.named_parameters()}
-    pack_for_cpu(model)
+    pack_for_cpu(model, min_weights=0)
     sd = model.state_dict()
     assert list(sd) == list(before) and all(torch.equal(sd[k], before[k]) for k in before)
     model.save_checkpoint(tmp_path / "packed.pth")                          # saving a packed model writes plain weights
@@ -75,16 +75,32 @@ def test_state_dict_checkpoint_and_unpack_are_exact(hf_small, tmp_path):
     assert {n: p.stride() for n, p in model.named_parameters()} == strides   # the same layout as before packing
 
 
-def test_moving_a_packed_model_says_what_to_do(hf_small):
-    model = pack_for_cpu(ours_from_hf(hf_small))
-    model.to("cpu"); model.eval(); model.float()                             # no-ops are fine
-    for move in (lambda: model.to(torch.float64), lambda: model.half(), lambda: model.bfloat16()):
-        with pytest.raises(RuntimeError, match="unpack_for_cpu"): move()
+def test_moving_and_loading_a_packed_model(hf_small):
+    model = pack_for_cpu(ours_from_hf(hf_small), min_weights=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = PROMPT[:, :10]
+    with torch.no_grad(): want = model(ids)
+    fc = model.h[0].mlp.c_fc
+    model.to(torch.float64)                                                  # not packable: plain float64 weights
+    assert fc.packed is None and fc.weight.dtype == torch.float64
+    with torch.no_grad(): assert (model(ids).float() - want).abs().max() < 1e-4
+    model.float()                                                            # packed again
+    assert fc.packed is not None and all(torch.equal(model.state_dict()[k], before[k]) for k in before)
+    model.bfloat16()
+    assert fc.packed is not None and fc.packed.dtype == torch.bfloat16
+    model.float().load_state_dict(before)                                    # loading repacks
+    with torch.no_grad(): assert torch.equal(model(ids), want)
+    with pytest.raises(RuntimeError, match="Missing key"): model.load_state_dict({k: v for k, v in before.items() if "c_fc" not in k})
+
+
+def test_packs_only_big_weights_by_default(hf_124m, hf_small):
+    small = pack_for_cpu(ours_from_hf(hf_small))                             # n_embd 64: only the head is big enough
+    assert [n for n, m in small.named_modules() if isinstance(m, PackedLinear)] == ["lm_head"]
 
 
 def test_bfloat16(hf_small):
     plain = ours_from_hf(hf_small).to(torch.bfloat16)
-    packed = pack_for_cpu(ours_from_hf(hf_small).to(torch.bfloat16))
+    packed = pack_for_cpu(ours_from_hf(hf_small).to(torch.bfloat16), min_weights=0)
     ids = PROMPT[:, :10]
     with torch.no_grad(): a, b = plain(ids).float(), packed(ids).float()
     assert (a - b).abs().max() <= 0.05 * a.abs().max()
@@ -92,7 +108,7 @@ def test_bfloat16(hf_small):
 
 def test_other_dtypes_and_devices_are_refused(hf_small):
     model = ours_from_hf(hf_small).half()
-    with pytest.raises(ValueError, match="float32/bfloat16"): pack_for_cpu(model)
+    with pytest.raises(ValueError, match="float32/bfloat16"): pack_for_cpu(model, min_weights=0)
     assert all(type(m) is nn.Linear for m in linears(model))                 # all or nothing
 
 
@@ -105,7 +121,7 @@ def test_a_failed_check_leaves_the_model_plain(hf_small, monkeypatch):
         y = real(self, x)
         return y + 1 if len(calls) == 4 else y
     monkeypatch.setattr(PackedLinear, "forward", wrong_after_three)
-    with pytest.raises(RuntimeError, match="differs from F.linear"): pack_for_cpu(model)
+    with pytest.raises(RuntimeError, match="differs from F.linear"): pack_for_cpu(model, min_weights=0)
     monkeypatch.setattr(PackedLinear, "forward", real)
     assert all(type(m) is nn.Linear for m in linears(model)) and model.lm_head.weight is model.wte.weight
     hf_ids = torch.randint(0, 50257, (1, 8))
@@ -116,9 +132,10 @@ def test_text_generator_packs_only_its_own_cpu_model(monkeypatch):
     from gpt2_learn import inference
     from gpt2_learn.weights import bundled_model_path
     if not bundled_model_path().is_file(): pytest.skip("no bundled model")
-    gen = inference.TextGenerator(device="cpu")
-    assert isinstance(gen.model.h[0].mlp.c_fc, PackedLinear)
+    gen = inference.TextGenerator(device="cpu")                              # the small bundled model: its head is big enough
+    assert isinstance(gen.model.lm_head, PackedLinear) and type(gen.model.h[0].mlp.c_fc) is nn.Linear
     wrapped = inference.TextGenerator.from_model(ours_from_hf(make_hf_model()))
-    assert type(wrapped.model.h[0].mlp.c_fc) is nn.Linear
+    assert type(wrapped.model.lm_head) is nn.Linear
+    assert type(inference.TextGenerator(device="cpu", pack=False).model.lm_head) is nn.Linear
     monkeypatch.setattr("gpt2_learn.fast.cpu_packing_available", lambda: False)
-    assert type(inference.TextGenerator(device="cpu").model.h[0].mlp.c_fc) is nn.Linear
+    assert type(inference.TextGenerator(device="cpu").model.lm_head) is nn.Linear
