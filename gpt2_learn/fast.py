@@ -292,8 +292,10 @@ class PackedLinear(nn.Module):
         else: self.packed, self.plain = None, w
 
     def _apply(self, fn, recurse=True):                                        # .to(), .half(), .cuda(), ...
+        now = self.packed if self.packed is not None else self.plain
         if self.bias is not None: self.bias = fn(self.bias)
-        self._set_weight(fn(self.weight))
+        moved = fn(torch.empty(0, dtype=now.dtype, device=now.device))
+        if (moved.device, moved.dtype) != (now.device, now.dtype): self._set_weight(fn(self.weight))
         return self
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
@@ -330,13 +332,10 @@ def unpack_for_cpu(model: nn.Module) -> nn.Module:
     def plain(m):
         if not isinstance(m, PackedLinear): return None
         lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None, device="meta")
-        lin.weight = nn.Parameter(m.weight, requires_grad=False)
-        if m.bias is not None: lin.bias = nn.Parameter(m.bias, requires_grad=False)
+        lin.weight = nn.Parameter(m.weight)
+        if m.bias is not None: lin.bias = nn.Parameter(m.bias)
         return lin
-    _swap_linears(model, plain)
-    head, wte = getattr(model, "lm_head", None), getattr(model, "wte", None)
-    if head is not None and wte is not None and torch.equal(head.weight, wte.weight): head.weight = wte.weight
-    return stream_friendly_layout(model)
+    return stream_friendly_layout(_swap_linears(model, plain))                 # which also ties the head again
 
 def pack_for_cpu(model: nn.Module, batch_size: int = 4, min_weights: int = 1 << 18) -> nn.Module:
     "Replace each `nn.Linear` of a CPU model (float32/bfloat16) with at least `min_weights` weights by a `PackedLinear`, in place. Inference only."

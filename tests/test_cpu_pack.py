@@ -73,6 +73,7 @@ def test_state_dict_checkpoint_and_unpack_are_exact(hf_small, tmp_path):
     assert model.lm_head.weight is model.wte.weight                          # tied again
     assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)
     assert {n: p.stride() for n, p in model.named_parameters()} == strides   # the same layout as before packing
+    assert all(p.requires_grad for p in model.parameters())                  # trainable again, as nn.Linear's are
 
 
 def test_moving_and_loading_a_packed_model(hf_small):
