@@ -8,7 +8,7 @@ reference guide's sampling (temperature 1.0, top_k 50, top_p 0.95, repetition_pe
 the CLI and `TextGenerator` do with the model they load); then our speedup from the KV cache (the same loop
 recomputing the whole sequence every step).
 """
-import argparse, json, os, platform, time
+import argparse, copy, json, os, platform, time
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
@@ -61,7 +61,7 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     hf, ours = build()
-    packed = pack_for_cpu(build()[1]) if cpu_packing_available() else None
+    packed = pack_for_cpu(copy.deepcopy(ours)) if cpu_packing_available() else None
     n = args.new_tokens
     print(f"# CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
           f"transformers {transformers.__version__}; 124M shape, fp32, {n} new tokens, best of {args.repeats}")
