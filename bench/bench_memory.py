@@ -10,7 +10,8 @@ twice:
   after loading, after packing, the peak during loading and packing, and the peak during generation (Linux: VmHWM, reset after
   loading through /proc/self/clear_refs), and the tokens/s of 100 greedy tokens (EOS ignored);
 - as the real command, `python -m gpt2_learn.inference ... --no_sample --max_new_tokens 100`, whose
-  whole-process peak RSS comes from `getrusage` (ru_maxrss of the child).
+  whole-process peak RSS comes from `getrusage` (ru_maxrss of the child), and its wall time from start to exit
+  (imports, loading, packing, 100 tokens).
 The reference guide claims ~500 MB for the model and ~700 MB in total (for the 124M model).
 """
 import argparse, json, os, platform, resource, subprocess, sys, tempfile, time
@@ -69,10 +70,12 @@ def cli_peak(path: str | None, tokens: int) -> dict:
     "The real command in a child process: its peak RSS and its own summary line."
     cmd = [sys.executable, "-m", "gpt2_learn.inference", "--prompt", PROMPT, "--no_sample", "--no_stream",
            "--max_new_tokens", str(tokens), "--device", "cpu"] + (["--model_path", path] if path else [])
+    t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = p.stderr.read().decode()
     _, status, usage = os.wait4(p.pid, 0)
-    return {"cli_exit": os.waitstatus_to_exitcode(status), "cli_peak_MB": maxrss_mb(usage), "cli_summary": err.strip().splitlines()[-1:]}
+    return {"cli_exit": os.waitstatus_to_exitcode(status), "cli_peak_MB": maxrss_mb(usage), "cli_wall_s": time.perf_counter() - t,
+            "cli_summary": err.strip().splitlines()[-1:]}
 
 
 def main():
@@ -104,12 +107,12 @@ def main():
     print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads {rows[0]['threads'] if rows else '?'}; "
           f"fp32, greedy, prompt of 9 tokens, {a.tokens} new tokens\n")
     head = ["model", "params", "weights", "RSS after imports", "RSS after load", "RSS after packing", "peak while loading",
-            "peak while generating", "CLI process peak", "tokens/s"]
+            "peak while generating", "CLI process peak", "tokens/s", "CLI wall time"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for r in rows:
         print(f"| {r['case']} | {r['params_M']:.1f} M | {r['weights_MB']:.0f} MB | {fmt(r['rss_after_import_MB'])} MB | "
               f"{fmt(r['rss_after_load_unpacked_MB'])} MB | {fmt(r['rss_after_load_MB'])} MB | {fmt(r['peak_during_load_MB'])} MB | {fmt(r['peak_during_generation_MB'])} MB | "
-              f"{r['cli_peak_MB']:.0f} MB | {r['tokens_per_s']:.1f} |")
+              f"{r['cli_peak_MB']:.0f} MB | {r['tokens_per_s']:.1f} | {r['cli_wall_s']:.1f} s |")
     for r in rows: print(f"\n{r['case']} CLI (exit {r['cli_exit']}): {' '.join(r['cli_summary'])}")
     if a.json: Path(a.json).write_text(json.dumps(rows, indent=2))
 
