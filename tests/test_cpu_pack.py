@@ -1,4 +1,6 @@
 "The CPU's packed weights (oneDNN) against transformers (the oracle) and against the unpacked model."
+import copy
+
 import pytest
 import torch
 import torch.nn as nn
@@ -105,6 +107,21 @@ def test_bfloat16(hf_small):
     ids = PROMPT[:, :10]
     with torch.no_grad(): a, b = plain(ids).float(), packed(ids).float()
     assert (a - b).abs().max() <= 0.05 * a.abs().max()
+
+
+def test_bfloat16_is_as_close_to_float32_as_transformers_own_bfloat16(hf_124m):
+    "bf16 rounds, so the oracle is transformers in float32: ours in bf16 (plain and packed) errs no more than transformers in bf16."
+    ids = torch.randint(0, 50257, (4, 24), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        ref = hf_124m(ids).logits
+        theirs = copy.deepcopy(hf_124m).to(torch.bfloat16)(ids).logits.float()
+        plain = ours_from_hf(hf_124m).to(torch.bfloat16)
+        packed = pack_for_cpu(ours_from_hf(hf_124m).to(torch.bfloat16))
+        err_theirs = (theirs - ref).abs().mean()
+        for ours in (plain, packed):
+            err = (ours(ids).float() - ref).abs()
+            assert err.mean() <= 1.1 * err_theirs and err.max() <= 2 * (theirs - ref).abs().max(), (err.mean(), err_theirs)
+            assert 0 < err.mean()                                                      # really bf16: it does round
 
 
 def test_other_dtypes_and_devices_are_refused(hf_small):
