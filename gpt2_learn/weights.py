@@ -69,7 +69,7 @@ INITIALISERS = ("normal_", "uniform_", "zeros_", "ones_", "kaiming_uniform_", "t
 
 @contextmanager
 def no_weight_init():
-    "Make `torch.nn.init`'s initialisers no-ops inside the block (restored after, even on error)."
+    "Make `torch.nn.init`'s initialisers no-ops inside the block (restored after, even on error). Process-wide, like transformers' `no_init_weights`."
     saved = {name: getattr(nn.init, name) for name in INITIALISERS}
     for name in saved: setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
     try: yield

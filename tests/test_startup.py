@@ -1,5 +1,5 @@
 "What loading a model costs: no compiler stack, no second tokenizer, and the loaded weights are the saved ones."
-import json, subprocess, sys
+import json, os, subprocess, sys
 
 import pytest
 import torch
@@ -17,7 +17,7 @@ def modules_after_loading(model_arg: str) -> dict:
             f"model, tok = load_model({model_arg}, device='cpu'); "
             f"print(json.dumps({{m: m in sys.modules for m in {HEAVY!r}}}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+                         env={**os.environ, "HF_HUB_OFFLINE": "1"})
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
