@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_config.ipynb #c6a9c3ad
 from __future__ import annotations
-from dataclasses import dataclass, field, asdict, replace, fields
+from dataclasses import dataclass, asdict, replace, fields
 
 # %% auto #0
 __all__ = ['GPT2_SIZES', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset']

@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_inference.ipynb #2426fef6
 from __future__ import annotations
-import argparse, codecs, os, re, sys, time, warnings
+import argparse, io, os, re, sys, time, warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +13,7 @@ from .config import InferenceConfig, PRESETS
 from .generation import TextStream, generate, pad_left
 from .model import GPT2Model, resolve_device
 from .tokenizer import StreamDecoder, load_tokenizer
-from .weights import BUNDLED_MODEL_NOTE, bundled_model_path, load_bundled_model
+from .weights import BUNDLED_MODEL_NOTE, load_bundled_model
 
 # %% auto #0
 __all__ = ['CHECKPOINT_SUFFIXES', 'HF_SUFFIXES', 'STOP_REASONS', 'EXIT_OK', 'EXIT_RUNTIME', 'EXIT_USAGE', 'EXIT_INTERRUPTED',

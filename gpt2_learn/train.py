@@ -269,9 +269,9 @@ class TrainArgs:
     def validate(self) -> TrainArgs:
         for name in ("max_steps", "batch_size", "block_size", "grad_accum", "eval_interval", "eval_batches"):
             if getattr(self, name) < 1: raise TrainError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.save_interval is not None and self.save_interval < 1: raise TrainError(f"--save_interval must be >= 1")
+        if self.save_interval is not None and self.save_interval < 1: raise TrainError(f"--save_interval must be >= 1, got {self.save_interval}")
         if self.lr <= 0: raise TrainError(f"--lr must be > 0, got {self.lr}")
-        if self.time_budget is not None and self.time_budget <= 0: raise TrainError(f"--time_budget must be > 0 seconds")
+        if self.time_budget is not None and self.time_budget <= 0: raise TrainError(f"--time_budget must be > 0 seconds, got {self.time_budget}")
         if self.size not in SIZES: raise TrainError(f"unknown --size {self.size!r}; choose one of: {', '.join(SIZES)}")
         if not self.data: raise TrainError("no training data: pass --data with text files or folders")
         if self.autocast not in ("auto", "bf16", "off"): raise TrainError(f"--autocast must be auto, bf16 or off, got {self.autocast!r}")

@@ -1,5 +1,4 @@
 "The bundled model meets its model card: held-out loss <= 60% of the unigram entropy, file size, greedy text that is text."
-import numpy as np
 import pytest
 import torch
 

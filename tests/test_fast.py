@@ -4,7 +4,7 @@ import torch
 
 from conftest import ours_from_hf
 from gpt2_learn.config import InferenceConfig
-from gpt2_learn.fast import StaticDecoder, fast_generate, fast_path_supports, get_decoder, sample_exponential, decode_floor_ms
+from gpt2_learn.fast import fast_generate, fast_path_supports, get_decoder, sample_exponential, decode_floor_ms
 from gpt2_learn.generation import generate_ids, pad_left
 from gpt2_learn.config import GPT2Config
 

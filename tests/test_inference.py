@@ -1,6 +1,5 @@
 "TextGenerator and the CLI: the reference guide's examples, determinism, streaming, batches, chat, and every bad input."
-import io, os, sys
-from pathlib import Path
+import io, sys
 
 import pytest
 import torch
@@ -338,3 +337,13 @@ def test_warnings_are_one_line_and_compiler_chatter_is_silent(capsys, micro_ckpt
     lines = [l for l in err.splitlines() if "warning" in l.lower()]
     assert len(lines) == 1 and lines[0].endswith("warning: compile='block' failed (RuntimeError: no compiler); using uncompiled kernels")
     assert "compiler note" not in err and "UserWarning" not in err
+
+
+def test_reader_gone_in_process_exits_1_quietly(micro_ckpt, monkeypatch):
+    "stdout's reader left (BrokenPipeError) where stdout has no file descriptor (a notebook, a captured stream): exit 1, no traceback."
+    class GoneReader(io.StringIO):
+        def write(self, s): raise BrokenPipeError(32, "Broken pipe")
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", GoneReader()); monkeypatch.setattr(sys, "stderr", err)
+    assert main(["--model_path", str(micro_ckpt), "--prompt", "Hello", "--max_new_tokens", "3", "--device", "cpu"]) == 1
+    assert "Traceback" not in err.getvalue()

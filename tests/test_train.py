@@ -63,7 +63,7 @@ def test_short_run_lowers_loss_and_writes_loadable_checkpoints(text_file, tmp_pa
 def test_seen_vocab_loss_is_the_full_loss(text_file, tmp_path):
     "The seen-vocabulary softmax (+ one shared row) gives the full 50,257-way cross-entropy once the unseen rows are tied."
     from gpt2_learn.config import GPT2Config
-    from gpt2_learn.train import SeenVocabLoss, get_batch, lm_loss
+    from gpt2_learn.train import SeenVocabLoss, get_batch
     tr, _, _ = prepare_data([str(text_file)], tmp_path / "tokens")
     sl = SeenVocabLoss(tr)
     counts = np.bincount(np.asarray(tr, dtype=np.int64), minlength=50257)
