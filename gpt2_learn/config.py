@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, asdict, replace, fields
 
 # %% auto #0
-__all__ = ['GPT2_SIZES', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset']
+__all__ = ['GPT2_SIZES', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'quiet_keyboard_interrupt']
 
 # %% ../nbs/00_config.ipynb #2ae58a49
 @dataclass
@@ -100,16 +100,17 @@ class InferenceConfig:
         def isnum(x): return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
         def isint(x): return isinstance(x, int) and not isinstance(x, bool)
         if not isint(self.max_new_tokens) or self.max_new_tokens < 1: bad("max_new_tokens", "an integer >= 1")
-        if not isnum(self.temperature) or self.temperature < 0: bad("temperature", ">= 0 (0 means greedy)")
+        if not isnum(self.temperature) or not (self.temperature == 0 or 1e-4 <= self.temperature <= 1e4):   # float32 logits / t:
+            bad("temperature", "0 (greedy) or in [0.0001, 10000]")                                     # no overflow to inf
         if not isint(self.top_k) or self.top_k < 0: bad("top_k", "an integer >= 0 (0 turns it off)")
         if not isnum(self.top_p) or not 0 <= self.top_p <= 1: bad("top_p", "in [0, 1] (1 turns it off)")
-        if not isnum(self.repetition_penalty) or self.repetition_penalty <= 0: bad("repetition_penalty", "> 0 (1 turns it off)")
+        if not isnum(self.repetition_penalty) or not 0.01 <= self.repetition_penalty <= 100: bad("repetition_penalty", "in [0.01, 100] (1 turns it off)")
         if not isnum(self.min_p) or not 0 <= self.min_p <= 1: bad("min_p", "in [0, 1] (0 turns it off)")
         if not isnum(self.typical_p) or not 0 < self.typical_p <= 1: bad("typical_p", "in (0, 1] (1 turns it off)")
         if not isnum(self.presence_penalty) or not -2 <= self.presence_penalty <= 2: bad("presence_penalty", "in [-2, 2] (0 turns it off)")
         if not isnum(self.frequency_penalty) or not -2 <= self.frequency_penalty <= 2: bad("frequency_penalty", "in [-2, 2] (0 turns it off)")
         if not isint(self.no_repeat_ngram_size) or self.no_repeat_ngram_size < 0: bad("no_repeat_ngram_size", "an integer >= 0 (0 turns it off)")
-        if self.seed is not None and not isint(self.seed): bad("seed", "an integer or None")
+        if self.seed is not None and (not isint(self.seed) or not -2**63 <= self.seed < 2**64): bad("seed", "an integer in [-2**63, 2**64) or None")
         if not all(isinstance(s, str) and s for s in self.stop): bad("stop", "a tuple of non-empty strings")
         if self.eos_token_id is not None and (not isint(self.eos_token_id) or self.eos_token_id < 0): bad("eos_token_id", "a token id >= 0 or None")
         return self
@@ -130,3 +131,13 @@ def preset(name: str, **overrides) -> InferenceConfig:
     "An `InferenceConfig` from the guide's tuning table (quality, creativity, consistency, speed)."
     if name not in PRESETS: raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return InferenceConfig(**{**PRESETS[name], **overrides}).validate()
+
+# %% ../nbs/00_config.ipynb #e070abec
+def quiet_keyboard_interrupt() -> None:
+    "For a command line, before its slow imports: an uncaught Ctrl+C prints 'interrupted', not a traceback."
+    import sys
+    default = sys.excepthook
+    def hook(kind, value, tb):
+        if issubclass(kind, KeyboardInterrupt): sys.stderr.write("\ninterrupted\n")
+        else: default(kind, value, tb)
+    sys.excepthook = hook

@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from .config import GPT2Config, InferenceConfig, count_params
 from .kv_cache import KVCache
+from .generation import check_logits
 from .sampling import process_logits
 
 # %% auto #0
@@ -168,7 +169,7 @@ def prefill(dec: StaticDecoder, input_ids: torch.Tensor, attention_mask: torch.T
     if dec.generator is None: torch.cuda.manual_seed(seed) if seed is not None else None
     elif seed is not None: dec.generator.manual_seed(seed)
     else: dec.generator.seed()
-    logits = dec.model(input_ids, kv_cache=dec.cache, attention_mask=attention_mask, last_only=True)[:, -1]
+    logits = check_logits(dec.model(input_ids, kv_cache=dec.cache, attention_mask=attention_mask, last_only=True)[:, -1])
     valid = dec.pad_mask & (dec.columns < T0)
     first = dec.choose(logits, valid)
     dec.unfinished &= first != dec.eos

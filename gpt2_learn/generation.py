@@ -12,7 +12,7 @@ from .kv_cache import KVCache
 from .sampling import process_logits, select_next_token
 
 # %% auto #0
-__all__ = ['pad_left', 'generate', 'generate_ids', 'TextStream']
+__all__ = ['pad_left', 'NonFiniteLogitsError', 'check_logits', 'generate', 'generate_ids', 'TextStream']
 
 # %% ../nbs/06_generation.ipynb #b08d38ff
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int = 50256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -33,6 +33,17 @@ def _trace_step(raw: torch.Tensor, processed: torch.Tensor, token: torch.Tensor,
             "token": token.cpu(), "token_prob_before": before.gather(1, token[:, None])[:, 0].cpu(),
             "token_prob_after": after.gather(1, token[:, None])[:, 0].cpu(),
             "kept": torch.isfinite(processed).sum(-1).cpu()}
+
+# %% ../nbs/06_generation.ipynb #20988ae8
+class NonFiniteLogitsError(ValueError):
+    "The model's output holds NaN or inf: no token can be chosen from it."
+
+def check_logits(logits: torch.Tensor) -> torch.Tensor:
+    "`logits` unchanged if all are finite; otherwise `NonFiniteLogitsError` saying what to do."
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteLogitsError("the model's logits hold NaN or inf: its weights may hold NaN/inf (a checkpoint from a "
+                                   "training run that diverged?), or half precision overflowed (try --dtype float32)")
+    return logits
 
 # %% ../nbs/06_generation.ipynb #c41ac8e0
 @torch.no_grad()
@@ -73,7 +84,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, 
     unfinished = torch.ones(B, dtype=torch.bool, device=device)
     cache = KVCache(model.config, B, T0 + n_new, device, model.dtype) if use_cache else None
 
-    logits = model(input_ids, kv_cache=cache, attention_mask=attention_mask, last_only=True)[:, -1]   # 1. prefill
+    logits = check_logits(model(input_ids, kv_cache=cache, attention_mask=attention_mask, last_only=True)[:, -1])  # 1. prefill
     for step in range(n_new):
         cur = T0 + step
         raw = logits.float()                                                   # as transformers: float32 scores

@@ -8,18 +8,19 @@ import argparse, io, os, re, sys, time, warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-import torch
-from .config import InferenceConfig, PRESETS
+from .config import InferenceConfig, PRESETS, quiet_keyboard_interrupt
+if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn": quiet_keyboard_interrupt()
+import torch                                                              # (~1.5 s: a Ctrl+C now prints one line)
 from .generation import TextStream, generate, pad_left
 from .model import GPT2Model, resolve_device
 from .tokenizer import StreamDecoder, load_tokenizer
 from .weights import BUNDLED_MODEL_NOTE, load_bundled_model
 
 # %% auto #0
-__all__ = ['CHECKPOINT_SUFFIXES', 'HF_SUFFIXES', 'STOP_REASONS', 'EXIT_OK', 'EXIT_RUNTIME', 'EXIT_USAGE', 'EXIT_INTERRUPTED',
-           'DEVICE_PATTERN', 'CONFIG_FLAGS', 'PromptError', 'unescape_prompt', 'decode_prompt_bytes', 'read_prompt',
-           'ModelLoadError', 'load_model', 'GenerationStats', 'TextGenerator', 'chat_prompt', 'build_parser',
-           'config_from_args', 'main']
+__all__ = ['MAX_PROMPT_BYTES', 'CHECKPOINT_SUFFIXES', 'HF_SUFFIXES', 'STOP_REASONS', 'EXIT_OK', 'EXIT_RUNTIME', 'EXIT_USAGE',
+           'EXIT_INTERRUPTED', 'DEVICE_PATTERN', 'CONFIG_FLAGS', 'PromptError', 'unescape_prompt',
+           'decode_prompt_bytes', 'read_prompt', 'ModelLoadError', 'load_model', 'GenerationStats', 'TextGenerator',
+           'chat_prompt', 'build_parser', 'config_from_args', 'main']
 
 # %% ../nbs/08_inference.ipynb #cbf96004
 class PromptError(ValueError):
@@ -43,16 +44,26 @@ def decode_prompt_bytes(data: bytes, source: str) -> str:
                           f"convert it to UTF-8 (e.g. iconv -t UTF-8)") from None
     return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
 
+MAX_PROMPT_BYTES = 16 * 2**20   # far more text than any context window holds (1,024 GPT-2 tokens are a few KB)
+
+def _read_capped(f, source: str):
+    data = f.read(MAX_PROMPT_BYTES + 1)
+    if len(data) > MAX_PROMPT_BYTES:
+        raise PromptError(f"{source} is over {MAX_PROMPT_BYTES // 2**20} MiB, far more than a context window holds: give a shorter prompt")
+    return data
+
 def read_prompt(prompt: str | None = None, prompt_file: str | Path | None = None, stdin=None) -> str:
     "The prompt text from `--prompt` (escapes interpreted; `-` reads stdin) or `--prompt_file`."
     if prompt_file is not None:
-        path = Path(prompt_file)
-        try: data = path.read_bytes()
+        path, source = Path(prompt_file), f"the prompt file {str(prompt_file)!r}"
+        try:
+            with open(path, "rb") as f: data = _read_capped(f, source)
         except OSError as e: raise PromptError(f"can't read the prompt file {str(path)!r} ({e.strerror or type(e).__name__}): check the path") from None
-        return decode_prompt_bytes(data, f"the prompt file {str(path)!r}")
+        return decode_prompt_bytes(data, source)
     if prompt == "-":
         stdin = stdin if stdin is not None else sys.stdin
-        data = stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read()
+        if stdin is None or getattr(stdin, "closed", False): raise PromptError("--prompt - reads stdin, but stdin is closed: pipe the prompt in, or use --prompt TEXT")
+        data = _read_capped(stdin.buffer if hasattr(stdin, "buffer") else stdin, "stdin")
         return decode_prompt_bytes(data, "stdin") if isinstance(data, bytes) else data
     return unescape_prompt(prompt or "")
 
@@ -176,8 +187,11 @@ class TextGenerator:
         config.validate(); self.encode_prompt(prompt)                      # fail before printing anything
         out, pieces = out if out is not None else sys.stdout, []
         if echo: out.write(prompt); out.flush()
-        for piece in self.stream(prompt, config):
-            out.write(piece); out.flush(); pieces.append(piece)
+        try:
+            for piece in self.stream(prompt, config):
+                out.write(piece); out.flush(); pieces.append(piece)
+        except Exception:                                                  # end the line before the error is reported
+            out.write("\n"); out.flush(); raise
         out.write("\n"); out.flush()
         return "".join(pieces)
 
@@ -334,6 +348,9 @@ def _main(argv: Sequence[str] | None) -> int:
     interactive = args.interactive or args.chat
     if not interactive and args.prompt is None and args.prompt_file is None:
         return fail("no prompt: give --prompt TEXT, --prompt_file PATH, --prompt - (stdin), or --interactive", EXIT_USAGE)
+    if sys.stdout is None: return fail("stdout is closed: there is nowhere to write the text (run without >&-)", EXIT_USAGE)
+    if interactive and sys.stdin is None: return fail("interactive mode reads stdin, but stdin is closed: run it in a terminal", EXIT_USAGE)
+    if args.model_path == "": return fail("--model_path is empty: give a path or a hub id, or leave the flag out for the bundled model", EXIT_USAGE)
     try:
         prompt = None if interactive and args.prompt is None and args.prompt_file is None else read_prompt(args.prompt, args.prompt_file)
         if prompt == "": raise PromptError("the prompt is empty: give some text (--prompt TEXT, --prompt_file PATH or --prompt - for stdin)")
@@ -343,12 +360,16 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.model_path is None: err.write(f"note: {BUNDLED_MODEL_NOTE}\n"); err.flush()
         if prompt is not None:
             gen.encode_prompt(prompt)                                     # empty / too long: before any output
+            pieces: list[str] = []                                        # --no_stream: the text so far, printed even if interrupted
             try:
                 if config.stream: gen.generate_text(prompt, config, echo=not args.no_echo)
-                else: text = gen.generate_text(prompt, config); sys.stdout.write((text if args.no_echo else prompt + text) + "\n")
+                else:
+                    for piece in gen.stream(prompt, config): pieces.append(piece)
+                    sys.stdout.write(("" if args.no_echo else prompt) + "".join(pieces) + "\n")
                 sys.stdout.flush()
             except KeyboardInterrupt:
-                sys.stdout.write("\n"); sys.stdout.flush()
+                sys.stdout.write(("" if args.no_echo else prompt) + "".join(pieces) + "\n" if not config.stream else "\n")
+                sys.stdout.flush()
                 if gen.last_stats: err.write(f"[{gen.last_stats}]\n")
                 return EXIT_INTERRUPTED
             err.write(f"[{gen.last_stats}]\n"); err.flush()
@@ -356,11 +377,13 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_OK
     except PromptError as e: return fail(e, EXIT_USAGE)
     except (ModelLoadError, ValueError) as e: return fail(e, EXIT_RUNTIME)   # ValueError: a device asked for and absent
-    except KeyboardInterrupt: err.write("\n"); return EXIT_INTERRUPTED
+    except KeyboardInterrupt: err.write(f"\n{prog}: interrupted\n"); return EXIT_INTERRUPTED
     except BrokenPipeError:                                                # `... | head`: the reader left
         try: os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError, io.UnsupportedOperation): pass
         return EXIT_RUNTIME
+    except OSError as e:                                                   # loading and reading wrap theirs: this is writing
+        return fail(f"could not write the text to stdout ({e.strerror or type(e).__name__}): check where the output goes", EXIT_RUNTIME)
     except Exception as e:
         if os.environ.get("GPT2_LEARN_DEBUG"): raise
         return fail(f"{type(e).__name__}: {_one_line(e)} (set GPT2_LEARN_DEBUG=1 to see where)", EXIT_RUNTIME)

@@ -4,24 +4,26 @@
 
 # %% ../nbs/09_train.ipynb #b2501764
 from __future__ import annotations
-import argparse, hashlib, json, math, os, signal, sys, time
-from contextlib import nullcontext
+import argparse, hashlib, json, math, os, re, signal, sys, time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
+from .config import GPT2Config, GPT2_SIZES, quiet_keyboard_interrupt
+if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn-train": quiet_keyboard_interrupt()
 import numpy as np
 import torch
 import torch.nn.functional as F
-from .config import GPT2Config, GPT2_SIZES
 from .model import GPT2Model, resolve_device
 from .tokenizer import load_tokenizer
 from .weights import (CheckpointError, atomic_torch_save, load_checkpoint, load_pretrained,
                                 load_state_dict_strict, read_checkpoint, save_checkpoint)
 
 # %% auto #0
-__all__ = ['BUNDLED_SIZE', 'SIZES', 'SKIP_DIRS', 'TEXT_SUFFIXES', 'TrainError', 'stdlib_sources', 'build_python_corpus',
-           'collect_files', 'data_key', 'tokenize_files', 'split_tokens', 'prepare_data', 'get_batch', 'line_starts',
-           'lm_loss', 'unigram_entropy', 'evaluate', 'SeenVocabLoss', 'param_groups', 'lr_at', 'plot_schedule',
-           'TrainArgs', 'train', 'plot_history', 'export_bundled', 'build_parser', 'main']
+__all__ = ['BUNDLED_SIZE', 'SIZES', 'SKIP_DIRS', 'TEXT_SUFFIXES', 'RESUME_KEYS', 'TrainError', 'stdlib_sources',
+           'build_python_corpus', 'collect_files', 'data_key', 'tokenize_files', 'split_tokens', 'prepare_data',
+           'get_batch', 'line_starts', 'lm_loss', 'unigram_entropy', 'evaluate', 'SeenVocabLoss', 'param_groups',
+           'lr_at', 'plot_schedule', 'TrainArgs', 'signals_ignored', 'train', 'plot_history', 'export_bundled',
+           'build_parser', 'main']
 
 # %% ../nbs/09_train.ipynb #a3c2c802
 BUNDLED_SIZE: dict = dict(n_layer=6, n_head=4, n_embd=128, n_positions=256)   # the bundled model's shape
@@ -77,6 +79,7 @@ def collect_files(paths) -> list[Path]:
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(TEXT_SUFFIXES) and f.stat().st_size > 0)
             if not found: raise TrainError(f"{p} holds no non-empty text files ({', '.join(TEXT_SUFFIXES)})")
             files += found
+        elif p.exists(): raise TrainError(f"{p} is neither a file nor a folder: pass text files or folders of them")
         else: raise TrainError(f"no such file or folder: {p}")
     return files
 
@@ -127,7 +130,7 @@ def prepare_data(paths, cache_dir: str | Path, val_every: int = 20, tokenizer=No
                 "train_tokens": n_train, "val_tokens": n_val, "cached": False}
         tmp = meta_path.with_suffix(".tmp"); tmp.write_text(json.dumps(meta, indent=1)); os.replace(tmp, meta_path)
     else: meta = {**json.loads(meta_path.read_text()), "cached": True}
-    load = lambda name: np.memmap(folder / name, dtype=np.uint16, mode="r")
+    load = lambda name: np.memmap(folder / name, dtype=np.uint16, mode="r") if (folder / name).stat().st_size else np.zeros(0, np.uint16)
     return load("train.bin"), load("val.bin"), meta
 
 # %% ../nbs/09_train.ipynb #e80d3f52
@@ -270,8 +273,19 @@ class TrainArgs:
         for name in ("max_steps", "batch_size", "block_size", "grad_accum", "eval_interval", "eval_batches"):
             if getattr(self, name) < 1: raise TrainError(f"--{name} must be >= 1, got {getattr(self, name)}")
         if self.save_interval is not None and self.save_interval < 1: raise TrainError(f"--save_interval must be >= 1, got {self.save_interval}")
-        if self.lr <= 0: raise TrainError(f"--lr must be > 0, got {self.lr}")
-        if self.time_budget is not None and self.time_budget <= 0: raise TrainError(f"--time_budget must be > 0 seconds, got {self.time_budget}")
+        finite = lambda x: isinstance(x, (int, float)) and math.isfinite(x)     # NaN fails every comparison: ask first
+        if not (finite(self.lr) and self.lr > 0): raise TrainError(f"--lr must be a number > 0, got {self.lr}")
+        if self.min_lr is not None and not (finite(self.min_lr) and 0 <= self.min_lr <= self.lr):
+            raise TrainError(f"--min_lr must be in [0, --lr], got {self.min_lr}")
+        if self.warmup < 0: raise TrainError(f"--warmup must be >= 0 steps, got {self.warmup}")
+        if not (finite(self.weight_decay) and self.weight_decay >= 0): raise TrainError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+        if not (finite(self.grad_clip) and self.grad_clip > 0): raise TrainError(f"--grad_clip must be > 0, got {self.grad_clip}")
+        if not (finite(self.dropout) and 0 <= self.dropout < 1): raise TrainError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not -2**63 <= self.seed < 2**64: raise TrainError(f"--seed must be an integer in [-2**63, 2**64), got {self.seed}")
+        if self.time_budget is not None and not (finite(self.time_budget) and self.time_budget > 0):
+            raise TrainError(f"--time_budget must be > 0 seconds, got {self.time_budget}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device)):
+            raise TrainError(f"unknown --device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
         if self.size not in SIZES: raise TrainError(f"unknown --size {self.size!r}; choose one of: {', '.join(SIZES)}")
         if not self.data: raise TrainError("no training data: pass --data with text files or folders")
         if self.autocast not in ("auto", "bf16", "off"): raise TrainError(f"--autocast must be auto, bf16 or off, got {self.autocast!r}")
@@ -300,7 +314,9 @@ def _build_model(a: TrainArgs, device) -> GPT2Model:
         return GPT2Model(a.model_config())
     p = Path(a.init)
     try: model = load_checkpoint(p) if p.suffix in (".pth", ".pt") and p.is_file() else load_pretrained(a.init)
-    except (OSError, ValueError) as e: raise TrainError(f"--init {a.init}: {e}") from None
+    except (OSError, ValueError) as e: raise TrainError(f"--init {a.init}: {str(e).strip().splitlines()[0]}") from None
+    except Exception as e:                         # a corrupt safetensors file, ...
+        raise TrainError(f"--init {a.init}: could not load it ({type(e).__name__}): check that the file is complete") from None
     model.config.dropout = a.dropout
     for m in model.modules():                      # the modules copied the rate when they were built
         if isinstance(m, torch.nn.Dropout): m.p = a.dropout
@@ -311,16 +327,33 @@ def _save_log(out: Path, log: dict):
     tmp = out / ".train_log.json.tmp"; tmp.write_text(json.dumps(log, indent=1)); os.replace(tmp, out / "train_log.json")
 
 # %% ../nbs/09_train.ipynb #0063b2f2
+RESUME_KEYS = {"config", "model", "optimizer", "batch_rng", "rng", "step", "best_val", "tokens_seen", "history"}
+
+@contextmanager
+def signals_ignored():
+    "Ignore Ctrl+C (and SIGTERM) while the run's last checkpoints are written: it is ending anyway."
+    import threading
+    if threading.current_thread() is not threading.main_thread(): yield; return   # only the main thread handles signals
+    names = [n for n in ("SIGINT", "SIGTERM") if hasattr(signal, n)]
+    old = {n: signal.signal(getattr(signal, n), signal.SIG_IGN) for n in names}
+    try: yield
+    finally:
+        for n, h in old.items(): signal.signal(getattr(signal, n), h)
+
 def train(a: TrainArgs, log=None) -> dict:
     "Run (or resume) training; returns the run's log (config, args, history, final numbers)."
     a.validate()
     say = log or (lambda msg: None)
-    out = Path(a.out_dir); device = resolve_device(a.device)
+    out = Path(a.out_dir); device = resolve_device(a.device)     # ValueError: a device asked for and absent
     if a.resume and not (out / "last.pth").is_file(): raise TrainError(f"--resume: no {out / 'last.pth'} to resume from")
     train_data, val_data, meta = prepare_data(a.data, a.cache_dir or out / "tokens")
     ckpt = read_checkpoint(out / "last.pth") if a.resume else None
     if ckpt is not None:
-        model = load_state_dict_strict(GPT2Model(GPT2Config.from_dict(ckpt["config"])), ckpt["model"])
+        if not RESUME_KEYS <= ckpt.keys():
+            raise CheckpointError(f"{out / 'last.pth'} holds weights but not the state of a run (optimizer, step, ...), so it "
+                                  f"cannot be resumed: start without --resume (--init {out / 'last.pth'} starts from its weights)")
+        try: model = load_state_dict_strict(GPT2Model(GPT2Config.from_dict(ckpt["config"])), ckpt["model"])
+        except (ValueError, TypeError, KeyError) as e: raise CheckpointError(f"{out / 'last.pth'}: {e}") from None
         if ckpt.get("data_key") != meta["key"]: say(f"warning: {out / 'last.pth'} was trained on other data files")
     else: model = _build_model(a, device)
     cfg = model.config
@@ -406,18 +439,19 @@ def train(a: TrainArgs, log=None) -> dict:
         stop_reason = "interrupted"
     finally:
         bar.close()
-    if stop_reason == "time_budget" and step > 0 and (not history or history[-1]["step"] != step):   # evaluate the last steps too
-        vl = val_loss()
-        history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
-                        "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
-        say(f"step {step}: val {vl:.4f} (time budget spent)")
-        if vl < best_val: best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
-    if last_saved != step or stop_reason == "interrupted" or not (out / "last.pth").exists(): checkpoint(out / "last.pth")
-    if not (out / "best_model.pth").exists():   # stopped before the first evaluation
-        vl = val_loss(); best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
-    result = {**info, "history": history, "step": step, "tokens_seen": tokens_seen, "best_val": best_val,
-              "stop_reason": stop_reason, "elapsed": round(elapsed0 + time.time() - t0, 1)}
-    _save_log(out, result)
+    with signals_ignored():                        # a second Ctrl+C must not cost the steps the first one kept
+        if stop_reason == "time_budget" and step > 0 and (not history or history[-1]["step"] != step):   # evaluate the last steps too
+            vl = val_loss()
+            history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
+                            "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
+            say(f"step {step}: val {vl:.4f} (time budget spent)")
+            if vl < best_val: best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
+        if last_saved != step or stop_reason == "interrupted" or not (out / "last.pth").exists(): checkpoint(out / "last.pth")
+        if not (out / "best_model.pth").exists():   # stopped before the first evaluation
+            vl = val_loss(); best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
+        result = {**info, "history": history, "step": step, "tokens_seen": tokens_seen, "best_val": best_val,
+                  "stop_reason": stop_reason, "elapsed": round(elapsed0 + time.time() - t0, 1)}
+        _save_log(out, result)
     return result
 
 # %% ../nbs/09_train.ipynb #75c2c7dd
@@ -440,13 +474,16 @@ def export_bundled(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch
                               "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in c["model"].items()}}, out)
 
 # %% ../nbs/09_train.ipynb #c35c877b
+def _prog() -> str:
+    return "gpt2-learn-train" if Path(sys.argv[0]).stem == "gpt2-learn-train" else "python -m gpt2_learn.train"
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):   # one line, not the usage block
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 def build_parser() -> argparse.ArgumentParser:
     "The CLI's options: one per `TrainArgs` field, plus --build_corpus."
-    p = _Parser(prog="python -m gpt2_learn.train", description="Train a GPT-2 on text files.")
+    p = _Parser(prog=_prog(), description="Train a GPT-2 on text files.")
     d = TrainArgs()
     p.add_argument("--data", nargs="+", default=[], metavar="PATH", help="text files or folders of them")
     p.add_argument("--build_corpus", metavar="DIR", help="write the Python corpus (pydoc topics + stdlib sources) to DIR and exit")
@@ -461,22 +498,33 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{f.name}", type=typ, default=default)
     return p
 
+def _message(e: BaseException) -> str:
+    "One line for an error: an OSError as 'path: reason', anything else its first line."
+    if isinstance(e, OSError) and e.strerror: return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
 def main(argv=None) -> int:
-    "CLI entry point; returns the exit status (0 ok, 2 bad input, 130 interrupted)."
+    "CLI entry point; returns the exit status (0 ok, 1 a file could not be read or written, 2 bad input, 130 interrupted)."
     args = build_parser().parse_args(argv)
-    err = lambda msg: print(f"error: {msg}", file=sys.stderr)
+    def fail(e, code): print(f"{_prog()}: error: {_message(e) if isinstance(e, BaseException) else e}", file=sys.stderr); return code
+    if args.corpus_bytes < 1: return fail(f"--corpus_bytes must be >= 1, got {args.corpus_bytes}", 2)
     if args.build_corpus:
-        out = build_python_corpus(args.build_corpus, args.corpus_bytes)
+        try: out = build_python_corpus(args.build_corpus, args.corpus_bytes)
+        except OSError as e: return fail(f"could not write the corpus ({_message(e)}): choose a folder you can write to", 1)
         print(f"wrote the Python corpus to {out}", file=sys.stderr); return 0
     kw = {k: v for k, v in vars(args).items() if k not in ("build_corpus", "corpus_bytes")}
     a = TrainArgs(**kw)
     old = signal.signal(signal.SIGTERM, signal.default_int_handler) if hasattr(signal, "SIGTERM") else None
     try:
         r = train(a, log=lambda m: print(m, file=sys.stderr, flush=True))
-    except (TrainError, CheckpointError, OSError) as e:
-        err(str(e).splitlines()[0] if str(e) else type(e).__name__); return 2
+    except TrainError as e: return fail(e, 2)
+    except (ValueError, OSError) as e: return fail(e, 1)       # a checkpoint that cannot be read, a device that is absent, ...
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr); return 130
+    except Exception as e:
+        if os.environ.get("GPT2_LEARN_DEBUG"): raise
+        return fail(f"{type(e).__name__}: {_message(e)} (set GPT2_LEARN_DEBUG=1 to see where)", 1)
     finally:
         if old is not None: signal.signal(signal.SIGTERM, old)
     print(f"done: step {r['step']}, {r['tokens_seen']:,} tokens, best val loss {r['best_val']:.4f} ({r['stop_reason']}); "

@@ -16,8 +16,8 @@ from .model import GPT2Model, resolve_device, resolve_dtype, stream_friendly_lay
 __all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'INITIALISERS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'normalize_keys',
            'convert_hf_state_dict', 'config_from_state_dict', 'check_keys', 'load_state_dict_strict', 'no_weight_init',
            'empty_model', 'model_from_state_dict', 'read_weights_file', 'load_pretrained', 'CheckpointError',
-           'atomic_torch_save', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'bundled_model_path',
-           'load_bundled_model', 'hf_config_dict', 'save_pretrained']
+           'load_weights_only', 'atomic_torch_save', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
+           'bundled_model_path', 'load_bundled_model', 'hf_config_dict', 'save_pretrained']
 
 # %% ../nbs/03_weights.ipynb #17e1eb5a
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -98,7 +98,7 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
         return load_file(str(path))
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = load_weights_only(path)
     if not isinstance(sd, dict): raise ValueError(f"{path} does not hold a state dict")
     return sd
 
@@ -138,6 +138,15 @@ def load_pretrained(name_or_path: str | Path, device=None, dtype=None) -> GPT2Mo
 class CheckpointError(ValueError):
     "A checkpoint file is missing, unreadable, or not one of ours."
 
+def load_weights_only(path: str | Path):
+    "`torch.load(path, weights_only=True)` on the CPU; CheckpointError (one line, and no advice to turn the safety off)."
+    try: return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        if "Weights only load failed" in str(e):   # a pickle of other Python objects: loading it could run code
+            raise CheckpointError(f"{path} holds Python objects, not only tensors, and gpt2_learn never unpickles those "
+                                  f"(they can run code): re-save only its tensors (gpt2_learn.weights.save_checkpoint, or safetensors)") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
+
 def atomic_torch_save(obj, path: str | Path) -> Path:
     "torch.save to a temporary file in the same folder, fsync, then rename over `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,11 +171,11 @@ def read_checkpoint(path: str | Path) -> dict:
     "The dict stored in a .pth checkpoint (weights-only unpickling); CheckpointError if it is not one."
     path = Path(path)
     if not path.is_file(): raise CheckpointError(f"checkpoint not found: {path}")
-    try: ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
+    ckpt = load_weights_only(path)
     if not isinstance(ckpt, dict) or not {"config", "model"} <= ckpt.keys():
         raise CheckpointError(f"{path} is not a gpt2_learn checkpoint (no 'config' and 'model' entries)")
+    if not isinstance(ckpt["config"], dict) or not isinstance(ckpt["model"], dict):
+        raise CheckpointError(f"{path} is not a gpt2_learn checkpoint ('config' and 'model' must be dicts)")
     return ckpt
 
 def load_checkpoint(path: str | Path, device=None, dtype=None) -> GPT2Model:

@@ -1,5 +1,5 @@
 "TextGenerator and the CLI: the reference guide's examples, determinism, streaming, batches, chat, and every bad input."
-import io, sys
+import io, os, sys
 
 import pytest
 import torch
@@ -243,13 +243,18 @@ def test_chat_mode_carries_history(micro_gen, capsys):
 
 BAD_FLAGS = [
     (["--bogus"], "unrecognized arguments: --bogus"),
-    (["--temperature", "-0.5"], "--temperature must be >= 0"),
+    (["--temperature", "-0.5"], "--temperature must be 0 (greedy) or in [0.0001, 10000]"),
+    (["--temperature", "1e-39"], "--temperature must be 0 (greedy) or in [0.0001, 10000]"),
+    (["--temperature", "inf"], "--temperature must be"),
     (["--top_p", "1.5"], "--top_p must be in [0, 1]"),
     (["--top_p", "-0.1"], "--top_p must be in [0, 1]"),
     (["--top_k", "-1"], "--top_k must be an integer >= 0"),
     (["--top_k", "ten"], "invalid int value"),
-    (["--repetition_penalty", "0"], "--repetition_penalty must be > 0"),
-    (["--repetition_penalty", "-1.2"], "--repetition_penalty must be > 0"),
+    (["--repetition_penalty", "0"], "--repetition_penalty must be in [0.01, 100]"),
+    (["--repetition_penalty", "-1.2"], "--repetition_penalty must be in [0.01, 100]"),
+    (["--repetition_penalty", "1e-300"], "--repetition_penalty must be in [0.01, 100]"),
+    (["--repetition_penalty", "inf"], "--repetition_penalty must be"),
+    (["--seed", "99999999999999999999"], "--seed must be an integer in [-2**63, 2**64)"),
     (["--max_new_tokens", "0"], "--max_new_tokens must be an integer >= 1"),
     (["--min_p", "2"], "--min_p"),
     (["--preset", "fast"], "invalid choice: 'fast'"),
@@ -302,6 +307,9 @@ def test_bad_models_exit_1(capsys, micro_ckpt, tmp_path, monkeypatch):
         code, out, err = run_cli(capsys, "--model_path", path, "--prompt", "Hello")
         assert code == 1 and out == "", (path, err)
         assert_one_line_error(err, msg)
+    code, out, err = run_cli(capsys, "--model_path", "", "--prompt", "Hello")
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "--model_path is empty")
     monkeypatch.setattr("gpt2_learn.weights.bundled_model_path", lambda: tmp_path / "assets" / "bundled_model.pth")
     code, out, err = run_cli(capsys, "--prompt", "Hello")
     assert code == 1
@@ -347,3 +355,85 @@ def test_reader_gone_in_process_exits_1_quietly(micro_ckpt, monkeypatch):
     monkeypatch.setattr(sys, "stdout", GoneReader()); monkeypatch.setattr(sys, "stderr", err)
     assert main(["--model_path", str(micro_ckpt), "--prompt", "Hello", "--max_new_tokens", "3", "--device", "cpu"]) == 1
     assert "Traceback" not in err.getvalue()
+
+
+class _RunsCode:
+    "Unpickling this would run a shell command (what a malicious checkpoint does)."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_with_code_is_refused_without_advice_to_run_it(capsys, tmp_path):
+    "A checkpoint holding Python objects: refused in one line, the code never runs, and no hint to turn weights_only off."
+    marker = tmp_path / "ran"
+    torch.save({"config": {}, "model": _RunsCode(marker)}, tmp_path / "evil.pth")
+    torch.save({"wte.weight": _RunsCode(marker)}, tmp_path / "evil.bin")
+    for name in ("evil.pth", "evil.bin"):
+        code, out, err = run_cli(capsys, "--model_path", tmp_path / name, "--prompt", "Hello")
+        assert code == 1 and out == ""
+        assert_one_line_error(err, "holds Python objects, not only tensors")
+        assert "weights_only" not in err
+    assert not marker.exists()
+
+
+def test_nan_weights_one_line_exit_1(capsys, tmp_path):
+    "Weights holding NaN: a line that says so (it was torch.multinomial's 'probability tensor contains inf, nan')."
+    torch.manual_seed(0)
+    model = GPT2Model(GPT2Config.from_name("gpt2-micro"))
+    with torch.no_grad(): model.h[0].ln_1.weight[0] = float("nan")
+    model.save_checkpoint(tmp_path / "nan.pth")
+    for extra in ([], ["--no_sample"], ["--no_stream"]):
+        code, out, err = run_cli(capsys, "--model_path", tmp_path / "nan.pth", "--prompt", "Hello", "--device", "cpu", *extra)
+        assert code == 1 and out in ("", "Hello\n"), out
+        assert_one_line_error(err, "logits hold NaN or inf")
+
+
+def test_no_stream_ctrl_c_prints_the_text_so_far(capsys, micro_gen, monkeypatch):
+    "--no_stream, then Ctrl+C: the text generated until then is printed, not lost."
+    import gpt2_learn.inference as inference
+    def interrupted_stream(self, prompt, config):
+        yield " one"; yield " two"; raise KeyboardInterrupt
+    monkeypatch.setattr(inference, "TextGenerator", lambda *a, **k: micro_gen)
+    monkeypatch.setattr(type(micro_gen), "stream", interrupted_stream)
+    code, out, err = run_cli(capsys, "--prompt", "Zero", "--no_stream", "--model_path", "x.pth")
+    assert code == 130 and out == "Zero one two\n"
+
+
+def test_prompt_file_over_the_cap_exit_2(capsys, micro_ckpt, tmp_path):
+    "A prompt file of 17 MiB (or /dev/zero) is refused after reading 16 MiB, not read until memory runs out."
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as f: f.truncate(17 * 2**20)
+    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt_file", big)
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "is over 16 MiB")
+
+
+def _cli(*argv, **kw):
+    import subprocess
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "gpt2_learn.inference", *map(str, argv)], env=env, text=True, timeout=300,
+                          **{"capture_output": True, **kw})
+
+
+def test_closed_stdin_stdout_and_full_disk(micro_ckpt):
+    "stdin or stdout closed (<&-, >&-), stdout on a full device: one line each, no traceback."
+    args = ("--model_path", micro_ckpt, "--max_new_tokens", "3", "--device", "cpu")
+    r = _cli(*args, "--prompt", "-", preexec_fn=lambda: os.close(0))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "stdin is closed" in r.stderr, r.stderr
+    r = _cli(*args, "--interactive", preexec_fn=lambda: os.close(0))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "stdin is closed" in r.stderr, r.stderr
+    r = _cli(*args, "--prompt", "Hi", preexec_fn=lambda: os.close(1))
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "stdout is closed" in r.stderr, r.stderr
+    if os.path.exists("/dev/full"):
+        with open("/dev/full", "w") as full: r = _cli(*args, "--prompt", "Hi", stdout=full, capture_output=False, stderr=-1)
+        assert r.returncode == 1 and r.stderr.count("\n") == 1 and "could not write the text to stdout" in r.stderr, r.stderr
+
+
+def test_ctrl_c_while_importing_is_one_line():
+    "A Ctrl+C before main runs (PyTorch still importing) prints 'interrupted', not a traceback."
+    import signal, subprocess, time
+    p = subprocess.Popen([sys.executable, "-m", "gpt2_learn.inference", "--prompt", "Hi"], env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.6); p.send_signal(signal.SIGINT)                # PyTorch takes over a second to import
+    out, err = p.communicate(timeout=120)
+    assert p.returncode in (130, -signal.SIGINT) and "interrupted" in err and "Traceback" not in err, (p.returncode, err)

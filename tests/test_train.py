@@ -167,16 +167,33 @@ BAD = [
     (["--data", "{text}", "--autocast", "fp8"], "--autocast must be auto, bf16 or off"),
     (["--data", "{text}", "--output_vocab", "all"], "--output_vocab must be full or seen"),
     (["--data", "{text}", "--window_start", "middle"], "--window_start must be any or line"),
+    (["--data", "{text}", "--lr", "nan"], "--lr must be a number > 0"),
+    (["--data", "{text}", "--lr", "inf"], "--lr must be a number > 0"),
+    (["--data", "{text}", "--min_lr", "-1"], "--min_lr must be in [0, --lr]"),
+    (["--data", "{text}", "--warmup", "-5"], "--warmup must be >= 0"),
+    (["--data", "{text}", "--weight_decay", "nan"], "--weight_decay must be >= 0"),
+    (["--data", "{text}", "--grad_clip", "nan"], "--grad_clip must be > 0"),
+    (["--data", "{text}", "--grad_clip", "-1"], "--grad_clip must be > 0"),
+    (["--data", "{text}", "--dropout", "2"], "--dropout must be in [0, 1)"),
+    (["--data", "{text}", "--seed", "99999999999999999999999"], "--seed must be an integer"),
+    (["--data", "{text}", "--time_budget", "inf"], "--time_budget must be > 0"),
+    (["--data", "{text}", "--device", "tpu"], "unknown --device 'tpu'"),
+    (["--data", "{tiny}"], "too little data"),
+    (["--data", "/dev/null"], "neither a file nor a folder"),
+    (["--data", "{text}", "--init", "{garbage}"], "--init"),
+    (["--build_corpus", "{text}/corpus", "--corpus_bytes", "0"], "--corpus_bytes must be >= 1"),
 ]
 
 
 @pytest.mark.parametrize("argv,msg", BAD)
 def test_bad_input_one_line_exit_2(argv, msg, text_file, tmp_path, capsys):
     empty = tmp_path / "empty.txt"; empty.write_text("")
-    fill = dict(missing=tmp_path / "nope.txt", empty=empty, text=text_file)
-    argv = [a.format(**fill) for a in argv] + ["--out_dir", str(tmp_path / "ck"), *TINY]
-    if "--block_size" in argv[:-len(TINY) - 2]:                  # the case's own block size wins over TINY's
-        i = argv.index("--block_size", len(argv) - len(TINY)); del argv[i:i + 2]
+    tiny = tmp_path / "tiny.txt"; tiny.write_text("one line\n")
+    garbage = tmp_path / "garbage.safetensors"; garbage.write_bytes(b"not safetensors")
+    fill = dict(missing=tmp_path / "nope.txt", empty=empty, text=text_file, tiny=tiny, garbage=garbage)
+    argv = [a.format(**fill) for a in argv]
+    tiny_flags = [kv for kv in zip(TINY[::2], TINY[1::2]) if kv[0] not in argv]   # the case's own values win over TINY's
+    argv += ["--out_dir", str(tmp_path / "ck"), *[x for kv in tiny_flags for x in kv]]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and msg in err and "Traceback" not in err
@@ -196,3 +213,46 @@ def test_build_python_corpus(tmp_path):
     assert any("pydoc_topics" in str(f) for f in files) and any("stdlib" in str(f) for f in files)
     assert not any("/test/" in f.as_posix() or "site-packages" in f.as_posix() for f in files)
     assert sum(f.stat().st_size for f in files) <= 700_000
+
+
+def _one_line_exit_1(capsys, argv, msg):
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and msg in err and "Traceback" not in err, err
+
+
+def test_resume_from_weights_only_checkpoint_exit_1(text_file, tmp_path, capsys):
+    "best_model.pth holds no optimizer state: --resume from it says so (it was a KeyError traceback)."
+    train(tiny_args(text_file, tmp_path, max_steps=2, eval_interval=1))
+    (tmp_path / "last.pth").write_bytes((tmp_path / "best_model.pth").read_bytes())
+    argv = ["--data", str(text_file), "--out_dir", str(tmp_path), "--resume", "--max_steps", "4", *TINY]
+    _one_line_exit_1(capsys, argv, "cannot be resumed")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_absent_gpu_exit_1(text_file, tmp_path, capsys):
+    _one_line_exit_1(capsys, ["--data", str(text_file), "--out_dir", str(tmp_path), "--device", "cuda", *TINY], "no CUDA GPU")
+
+
+def test_build_corpus_where_it_cannot_write_exit_1(text_file, capsys):
+    _one_line_exit_1(capsys, ["--build_corpus", str(text_file / "corpus")], "could not write the corpus")
+
+
+def test_last_checkpoints_are_written_through_a_second_ctrl_c():
+    "While the run's last checkpoints are written, SIGINT and SIGTERM are ignored; the handlers come back after."
+    from gpt2_learn.train import signals_ignored
+    before = signal.getsignal(signal.SIGINT)
+    with signals_ignored():
+        os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.05)   # nothing raised
+    assert signal.getsignal(signal.SIGINT) is before
+    with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT); time.sleep(0.05)
+
+
+def test_ctrl_c_while_importing_is_one_line(tmp_path):
+    "A Ctrl+C before main runs (PyTorch still importing) prints 'interrupted', not a traceback."
+    p = subprocess.Popen([sys.executable, "-m", "gpt2_learn.train", "--data", str(tmp_path)], env=env(),
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(0.6); p.send_signal(signal.SIGINT)                # PyTorch takes over a second to import
+    out, err = p.communicate(timeout=120)
+    assert p.returncode in (130, -signal.SIGINT) and "interrupted" in err and "Traceback" not in err, (p.returncode, err)
