@@ -6,6 +6,24 @@ os.environ.setdefault("TRITON_INTERPRET", "1")      # the Triton kernels run on 
 
 import pytest
 import torch
+from transformers.generation.logits_process import (
+    LogitsProcessorList, MinPLogitsWarper, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, TypicalLogitsWarper)
+from gpt2_learn.config import InferenceConfig
+
+
+def hf_processors(cfg: InferenceConfig):
+    "transformers' LogitsProcessorList built the way `generate` builds it (no EOS/min-length processors)."
+    procs = []
+    if cfg.repetition_penalty != 1.0: procs.append(RepetitionPenaltyLogitsProcessor(float(cfg.repetition_penalty)))
+    if cfg.no_repeat_ngram_size > 0: procs.append(NoRepeatNGramLogitsProcessor(cfg.no_repeat_ngram_size))
+    if not cfg.greedy:
+        if cfg.temperature != 1.0: procs.append(TemperatureLogitsWarper(float(cfg.temperature)))
+        if cfg.top_k != 0: procs.append(TopKLogitsWarper(cfg.top_k))
+        if cfg.top_p < 1.0: procs.append(TopPLogitsWarper(cfg.top_p))
+        if cfg.min_p > 0: procs.append(MinPLogitsWarper(cfg.min_p))
+        if cfg.typical_p < 1.0: procs.append(TypicalLogitsWarper(cfg.typical_p))
+    return LogitsProcessorList(procs)
 
 
 def make_hf_model(n_layer=2, n_head=2, n_embd=64, n_positions=128, seed=0):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import ours_from_hf
+from conftest import hf_processors, make_hf_model, ours_from_hf
 from gpt2_learn.config import InferenceConfig
 from gpt2_learn.fast import fast_generate, fast_path_supports, get_decoder, sample_exponential, decode_floor_ms
 from gpt2_learn.generation import generate_ids, pad_left
@@ -44,13 +44,22 @@ def test_sampled_tokens_are_seeded_and_follow_the_pipeline(hf_small):
     b = torch.stack(list(fast_generate(ours, P, 20, cfg)), 1)
     assert torch.equal(a, b)
     assert not torch.equal(a, torch.stack(list(fast_generate(ours, P, 20, cfg.replace(seed=4))), 1))
-    # every sampled token survived its step's pipeline (penalty, then top-5), checked by replaying the sequence
-    seq = torch.cat([P, a], 1)
-    with torch.no_grad(): logits = ours(seq)[0, 15:-1]
-    from gpt2_learn.sampling import process_logits
-    for i, t in enumerate(a[0]):
-        scores = process_logits(logits[i:i + 1].float(), seq[:, :16 + i], cfg)
-        assert torch.isfinite(scores[0, t])
+
+
+@pytest.mark.parametrize("cfg", [InferenceConfig(temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3, seed=3),
+                                 InferenceConfig(temperature=1.3, top_k=0, top_p=1.0, min_p=0.01, typical_p=0.98, seed=8)])
+def test_sampled_tokens_equal_a_replay_with_transformers_processors(cfg):
+    "Each sampled token is the exponential race (same seeded noise) over transformers' processors of transformers' logits."
+    hf = make_hf_model(seed=2)
+    with torch.no_grad(): hf.transformer.wte.weight.mul_(4)     # peaked enough that the knobs matter, flat enough to sample
+    ours = ours_from_hf(hf)
+    got = torch.stack(list(fast_generate(ours, P, 24, cfg.replace(eos_token_id=None))), 1)
+    g, seq = torch.Generator().manual_seed(cfg.seed), P
+    for _ in range(24):
+        with torch.no_grad(): logits = hf(seq).logits[:, -1].float()
+        probs = hf_processors(cfg)(seq, logits).softmax(-1)
+        seq = torch.cat([seq, sample_exponential(probs, g)[:, None]], 1)
+    assert torch.equal(got, seq[:, P.shape[1]:])
 
 
 def test_exponential_race_matches_probabilities():
@@ -69,6 +78,9 @@ def test_supported_configs_and_decoder_cache(hf_small):
     d1 = get_decoder(ours, 1, 40, InferenceConfig())
     assert d1 is get_decoder(ours, 1, 100, InferenceConfig()) and d1.L == 128       # lengths rounded up to a power of two
     assert d1 is not get_decoder(ours, 1, 40, InferenceConfig(top_k=7))
+    for knob in (dict(temperature=0.5), dict(top_p=0.5), dict(min_p=0.1), dict(typical_p=0.9), dict(repetition_penalty=1.5),
+                 dict(do_sample=False), dict(eos_token_id=None)):
+        assert get_decoder(ours, 1, 40, InferenceConfig(**knob)) is not d1, knob   # a captured step bakes its knobs in
 
 
 def test_memory_floor():

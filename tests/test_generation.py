@@ -116,3 +116,81 @@ def test_streaming_emoji_tokens_one_at_a_time(text):
     dec = StreamDecoder(tok)
     pieces = [dec.put(i) for i in ids] + [dec.flush()]
     assert "".join(pieces) == text and not any("\ufffd" in p for p in pieces)
+
+
+# ---------------------------------------------------------------- the pipeline inside the loop, against transformers
+
+def peaky_hf(vocab=300):
+    "A small GPT-2 with GPT-2-like peaked distributions (scaled tied embeddings), so bans and penalties change choices."
+    import transformers
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval()
+    with torch.no_grad(): hf.transformer.wte.weight.mul_(10)
+    return hf
+
+
+@pytest.mark.parametrize("kw", [dict(typical_p=0.9, temperature=0.8, top_k=0, top_p=1.0),
+                                dict(no_repeat_ngram_size=2, temperature=1.3),
+                                dict(do_sample=False, no_repeat_ngram_size=2, repetition_penalty=1.0)])
+def test_typical_and_ngram_bans_in_generate_equal_transformers(kw):
+    "typical_p and no_repeat_ngram_size through our whole decode loop: the same tokens as generate, seeded."
+    hf = peaky_hf(); ours = ours_from_hf(hf)
+    cfg = InferenceConfig(max_new_tokens=30, eos_token_id=None, seed=5, **kw)
+    prompt = torch.tensor([[5, 17, 17, 42, 7, 5, 17]])
+    torch.manual_seed(5)
+    with torch.no_grad():
+        ref = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=30, pad_token_id=0, eos_token_id=None,
+                          do_sample=cfg.do_sample, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                          typical_p=cfg.typical_p, no_repeat_ngram_size=cfg.no_repeat_ngram_size,
+                          repetition_penalty=cfg.repetition_penalty)
+    assert torch.equal(generate_ids(ours, prompt, config=cfg), ref)
+
+
+def test_sampled_padded_batch_in_generate_equals_transformers():
+    "Left padding with a pad token the model likes: our loop masks it out of the repetition penalty as generate does."
+    hf = peaky_hf(); ours = ours_from_hf(hf)
+    with torch.no_grad(): nxt = hf(torch.tensor([[9, 9, 31]])).logits[0, -1].topk(3).indices.tolist()
+    pad = [t for t in nxt if t not in (9, 31)][0]
+    prompt = torch.tensor([[pad, pad, 9, 9, 31], [4, 9, 17, 17, 42]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    cfg = InferenceConfig(max_new_tokens=10, temperature=0.5, top_k=40, top_p=0.9, repetition_penalty=3.0, eos_token_id=None, seed=7)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        ref = hf.generate(prompt, attention_mask=mask, do_sample=True, max_new_tokens=10, temperature=0.5, top_k=40, top_p=0.9,
+                          repetition_penalty=3.0, pad_token_id=pad, eos_token_id=None)
+    assert torch.equal(generate_ids(ours, prompt, config=cfg, attention_mask=mask), ref)
+
+
+def test_presence_and_frequency_penalties_in_generate_count_generated_tokens_only():
+    "OpenAI's penalties through our loop, against a plain reference loop over transformers' logits (no processor exists)."
+    hf = peaky_hf(); ours = ours_from_hf(hf)
+    prompt = torch.tensor([[3, 8, 8, 8, 21, 3, 8]])                    # repeats: penalising the prompt would change choices
+    with torch.no_grad(): likes = hf(prompt).logits[0, -1].topk(5).indices
+    prompt = torch.cat([prompt, likes[None]], 1)                        # the tokens the model wants next, in the prompt
+    presence, frequency = 1.5, 0.8
+    seq = prompt
+    for _ in range(20):                                                 # greedy, penalties over seq[:, T0:] only
+        with torch.no_grad(): logits = hf(seq).logits[:, -1].float()
+        for tok in set(seq[0, prompt.shape[1]:].tolist()):
+            logits[0, tok] -= presence + frequency * seq[0, prompt.shape[1]:].tolist().count(tok)
+        seq = torch.cat([seq, logits.argmax(-1, keepdim=True)], 1)
+    got = generate_ids(ours, prompt, 20, do_sample=False, repetition_penalty=1.0, presence_penalty=presence,
+                       frequency_penalty=frequency, eos_token_id=None)
+    assert torch.equal(got, seq)
+
+
+def test_stop_string_across_token_boundaries(monkeypatch):
+    "A stop string that spans tokens is caught whole: nothing of it is streamed, however the pieces fall."
+    import gpt2_learn.generation as generation
+    tok = load_tokenizer()
+    continuation = " there, general Kenobi. More text after it"
+    ids = tok.encode(continuation)
+    def scripted(model, input_ids, config=None, info=None, **kw):
+        for t in ids: yield torch.tensor([t])
+    monkeypatch.setattr(generation, "generate", scripted)
+    for stop in ("e, ge", "re, general K", ", g", "Kenobi."):
+        assert not any(stop in tok.decode([t]) for t in ids)         # no single token holds it
+        ts = TextStream(None, tok, "Hello", InferenceConfig(stop=(stop,)))
+        pieces = list(ts)
+        assert "".join(pieces) == continuation[:continuation.index(stop)], (stop, pieces)
+        assert ts.stop_reason == "stop string"

@@ -104,6 +104,15 @@ def test_preset_then_explicit_flags():
         (1.0, 50, 0.95, 1.2, 100, True, True)                         # the guide's defaults
     cfg = config_from_args(build_parser().parse_args(["--stop", r"\n\n", "--stop", "END", "--min_p", "0.1", "--seed", "3"]))
     assert (cfg.stop, cfg.min_p, cfg.seed) == (("\n\n", "END"), 0.1, 3)
+    every = ["--max_new_tokens", "9", "--temperature", "0.6", "--top_k", "7", "--top_p", "0.8", "--repetition_penalty", "1.4",
+             "--min_p", "0.05", "--typical_p", "0.9", "--presence_penalty", "0.5", "--frequency_penalty", "-0.25",
+             "--no_repeat_ngram_size", "3", "--seed", "4", "--no_stream", "--stop", "X"]
+    cfg = config_from_args(build_parser().parse_args(every))
+    assert cfg == InferenceConfig(max_new_tokens=9, temperature=0.6, top_k=7, top_p=0.8, repetition_penalty=1.4, min_p=0.05,
+                                  typical_p=0.9, presence_penalty=0.5, frequency_penalty=-0.25, no_repeat_ngram_size=3,
+                                  seed=4, stream=False, stop=("X",))                   # every flag reaches the config
+    assert config_from_args(build_parser().parse_args(["--preset", "speed", "--sample"])).do_sample is True
+    assert config_from_args(build_parser().parse_args(["--no_sample"])).do_sample is False
 
 
 def test_greedy_is_deterministic(capsys, micro_ckpt):
@@ -130,8 +139,57 @@ def test_no_echo_and_stop_and_dtype(capsys, micro_ckpt, micro_gen):
     code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hello", "--no_sample", "--max_new_tokens", "30",
                              "--no_echo", "--stop", stop)
     assert code == 0 and out == full[:full.find(stop)] + "\n" and "stopped: stop string" in err
-    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hello", "--max_new_tokens", "5", "--dtype", "bfloat16")
+    code, out2, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hello", "--no_sample", "--max_new_tokens", "30",
+                              "--no_echo", "--no_stream")
+    assert code == 0 and out2 == full + "\n"                            # --no_echo holds without streaming too
+
+
+def test_dtype_flag_loads_the_weights_in_that_dtype(capsys, micro_ckpt, monkeypatch):
+    import gpt2_learn.inference as inference
+    real, made = inference.TextGenerator, []
+    def spy(*a, **k): made.append(real(*a, **k)); return made[-1]
+    monkeypatch.setattr(inference, "TextGenerator", spy)
+    for flag, dtype in (("bfloat16", torch.bfloat16), ("float32", torch.float32)):
+        code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "Hello", "--max_new_tokens", "5", "--dtype", flag)
+        assert code == 0, err
+        assert made[-1].model.dtype == dtype
+
+
+def test_chat_flag_runs_chat_mode(capsys, micro_ckpt, monkeypatch):
+    "--chat on the command line: the prompt the model sees carries User:/Assistant: turns."
+    import builtins
+    import gpt2_learn.inference as inference
+    lines, seen = iter(["Hi there", "And now?", "quit"]), []
+    monkeypatch.setattr(builtins, "input", lambda prompt="": next(lines))
+    real_stream = inference.TextGenerator.stream
+    def spy(self, prompt, config): seen.append(prompt); return real_stream(self, prompt, config)
+    monkeypatch.setattr(inference.TextGenerator, "stream", spy)
+    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--chat", "--max_new_tokens", "4", "--seed", "0")
+    assert code == 0 and "Chat mode" in err
+    assert seen[0].endswith("User: Hi there\nAssistant:") and "User: Hi there" in seen[1] and seen[1].endswith("User: And now?\nAssistant:")
+
+
+def test_cli_sampling_flags_equal_transformers(capsys, tmp_path):
+    "The CLI end to end, --seed with typical_p and an n-gram ban: the text of transformers' generate, seeded the same."
+    from conftest import make_hf_model
+    from gpt2_learn.tokenizer import load_tokenizer
+    hf = make_hf_model(seed=4)
+    with torch.no_grad(): hf.transformer.wte.weight.mul_(4)              # peaked distributions: the knobs change choices
+    hf.save_pretrained(tmp_path / "hf")
+    tok, prompt = load_tokenizer(), "The algorithm works by"
+    ids = torch.tensor([tok.encode(prompt)])
+    flags = dict(temperature=0.9, top_k=0, top_p=1.0, typical_p=0.9, no_repeat_ngram_size=2, repetition_penalty=1.0)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=25, pad_token_id=50256,
+                          eos_token_id=50256, **flags)[0, ids.shape[1]:].tolist()
+    ref = ref[:ref.index(50256)] if 50256 in ref else ref
+    argv = ["--model_path", tmp_path / "hf", "--prompt", prompt, "--seed", "3", "--max_new_tokens", "25", "--no_echo", "--device", "cpu"]
+    code, out, err = run_cli(capsys, *argv, *[x for k, v in flags.items() for x in (f"--{k}", v)])
     assert code == 0, err
+    assert out == tok.decode(ref) + "\n"
+    code, other, err = run_cli(capsys, *argv, *[x for k, v in {**flags, "typical_p": 1.0}.items() for x in (f"--{k}", v)])
+    assert other != out                                                   # the flag changes the text
 
 
 def test_summary_reports_context_window(capsys, micro_ckpt):

@@ -55,7 +55,7 @@ def test_single_file_without_config_infers_shape(tmp_path):
     save_file({k: v.contiguous() for k, v in hf.state_dict().items() if k != "lm_head.weight"}, str(tmp_path / "w.safetensors"))
     ours = GPT2Model.from_pretrained(tmp_path / "w.safetensors")
     assert (ours.config.n_layer, ours.config.n_head, ours.config.n_positions) == (3, 2, 64)
-    assert max_diff(ours, hf, torch.randint(0, 50257, (1, 20))) < 1e-4
+    assert max_diff(ours, hf, torch.randint(0, 50257, (1, 20), generator=torch.Generator().manual_seed(0))) < 1e-4
 
 
 def test_hub_style_keys_without_prefix_and_with_buffers(hf_small):
@@ -64,7 +64,7 @@ def test_hub_style_keys_without_prefix_and_with_buffers(hf_small):
     sd["h.0.attn.bias"] = torch.tril(torch.ones(1, 1, 128, 128))      # the hub files carry these buffers
     sd["h.0.attn.masked_bias"] = torch.tensor(-1e4)
     ours = load_state_dict_strict(GPT2Model(GPT2Config.from_dict(hf_small.config.to_dict())), convert_hf_state_dict(sd))
-    assert max_diff(ours.eval(), hf_small, torch.randint(0, 50257, (1, 16))) < 1e-4
+    assert max_diff(ours.eval(), hf_small, torch.randint(0, 50257, (1, 16), generator=torch.Generator().manual_seed(0))) < 1e-4
 
 
 def test_missing_or_unexpected_keys_fail_loudly(hf_small):
@@ -89,7 +89,7 @@ def test_checkpoint_round_trip_identical_logits(tmp_path, hf_small):
     ours = ours_from_hf(hf_small)
     path = save_checkpoint(ours, tmp_path / "sub" / "best_model.pth", step=7)
     back = GPT2Model.from_checkpoint(path)
-    ids = torch.randint(0, 50257, (2, 20))
+    ids = torch.randint(0, 50257, (2, 20), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.equal(back(ids), ours(ids))
     assert not list((tmp_path / "sub").glob("*.tmp"))                 # no temporary file left behind
@@ -100,7 +100,7 @@ def test_save_pretrained_is_read_by_transformers(tmp_path, hf_small):
     ours = ours_from_hf(hf_small)
     ours.save_pretrained(tmp_path / "out")
     back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
-    assert max_diff(ours, back, torch.randint(0, 50257, (1, 24))) < 1e-4
+    assert max_diff(ours, back, torch.randint(0, 50257, (1, 24), generator=torch.Generator().manual_seed(0))) < 1e-4
 
 
 @pytest.mark.parametrize("kind", ["missing", "truncated", "text", "other_dict"])
@@ -133,7 +133,7 @@ def test_context_window_error(hf_small):
 
 def test_padded_batch_logits_match_transformers(hf_small):
     ours = ours_from_hf(hf_small)
-    ids = torch.randint(0, 50257, (2, 12))
+    ids = torch.randint(0, 50257, (2, 12), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids); mask[0, :5] = 0
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():

@@ -9,6 +9,7 @@ from transformers.generation.logits_process import (
     LogitsProcessorList, MinPLogitsWarper, NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, TypicalLogitsWarper)
 
+from conftest import hf_processors
 from gpt2_learn.config import InferenceConfig
 from gpt2_learn.sampling import (
     apply_presence_frequency_penalty, apply_repetition_penalty, apply_temperature, distribution_stats, min_p_filter,
@@ -111,20 +112,6 @@ def test_typical(shape, seed, tie, mass):
 def test_no_repeat_ngram(shape, seed, n, T):
     x, ids = rand_logits(shape, seed), rand_ids(shape[0], shape[1], T, seed)
     same(no_repeat_ngram_filter(x, ids, n), NoRepeatNGramLogitsProcessor(n)(ids, x.clone()))
-
-
-def hf_processors(cfg: InferenceConfig):
-    "A LogitsProcessorList built the way `generate` builds it (no EOS/min-length processors)."
-    procs = []
-    if cfg.repetition_penalty != 1.0: procs.append(RepetitionPenaltyLogitsProcessor(float(cfg.repetition_penalty)))
-    if cfg.no_repeat_ngram_size > 0: procs.append(NoRepeatNGramLogitsProcessor(cfg.no_repeat_ngram_size))
-    if not cfg.greedy:
-        if cfg.temperature != 1.0: procs.append(TemperatureLogitsWarper(float(cfg.temperature)))
-        if cfg.top_k != 0: procs.append(TopKLogitsWarper(cfg.top_k))
-        if cfg.top_p < 1.0: procs.append(TopPLogitsWarper(cfg.top_p))
-        if cfg.min_p > 0: procs.append(MinPLogitsWarper(cfg.min_p))
-        if cfg.typical_p < 1.0: procs.append(TypicalLogitsWarper(cfg.typical_p))
-    return LogitsProcessorList(procs)
 
 
 CONFIGS = [
@@ -289,7 +276,7 @@ def test_temperature_last_order():
     x, ids = rand_logits((2, 200), 0), rand_ids(2, 200, 5, 0)
     cfg = InferenceConfig(temperature=2.0, top_k=0, top_p=0.6, repetition_penalty=1.0)
     last = process_logits(x, ids, cfg, order="temperature_last")
-    same(last, apply_temperature(top_p_filter(x, 0.6), 2.0))
+    same(last, LogitsProcessorList([TopPLogitsWarper(0.6), TemperatureLogitsWarper(2.0)])(ids, x.clone()))   # transformers, in that order
     assert ((last > INF).sum(-1) < (process_logits(x, ids, cfg) > INF).sum(-1)).all()  # hot first keeps more
     with pytest.raises(ValueError, match="order"): process_logits(x, ids, cfg, order="nope")
 
