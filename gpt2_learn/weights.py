@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_weights.ipynb #afb608dc
 from __future__ import annotations
-import json, os, re, tempfile
+import json, os, re, tempfile, warnings
 from contextlib import contextmanager
 from pathlib import Path
 import torch
@@ -140,9 +140,12 @@ class CheckpointError(ValueError):
 
 def load_weights_only(path: str | Path):
     "`torch.load(path, weights_only=True)` on the CPU; CheckpointError (one line, and no advice to turn the safety off)."
-    try: return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        with warnings.catch_warnings():            # torch's note on pickle protocols is not the user's business
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        if "Weights only load failed" in str(e):   # a pickle of other Python objects: loading it could run code
+        if "GLOBAL" in str(e):                     # a pickle of other Python objects (classes, functions): could run code
             raise CheckpointError(f"{path} holds Python objects, not only tensors, and gpt2_learn never unpickles those "
                                   f"(they can run code): re-save only its tensors (gpt2_learn.weights.save_checkpoint, or safetensors)") from None
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
