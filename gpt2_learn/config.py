@@ -4,7 +4,11 @@
 
 # %% ../nbs/00_config.ipynb #c6a9c3ad
 from __future__ import annotations
+import numbers
 from dataclasses import dataclass, asdict, replace, fields
+
+def _is_int(x) -> bool: return isinstance(x, numbers.Integral) and not isinstance(x, bool)      # Python or NumPy
+def _is_real(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x, bool) and x == x  # not NaN
 
 # %% auto #0
 __all__ = ['GPT2_SIZES', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'quiet_keyboard_interrupt']
@@ -23,7 +27,13 @@ class GPT2Config:
 
     def __post_init__(self):
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
-            if int(getattr(self, name)) < 1: raise ValueError(f"GPT2Config.{name} must be >= 1, got {getattr(self, name)}")
+            v = getattr(self, name)
+            if not _is_int(v) or v < 1: raise ValueError(f"GPT2Config.{name} must be an integer >= 1, got {v!r}")
+            setattr(self, name, int(v))                                  # numpy ints too
+        for name, ok, rng in (("dropout", lambda x: 0 <= x < 1, "in [0, 1)"), ("layer_norm_epsilon", lambda x: x > 0, "> 0")):
+            v = getattr(self, name)
+            if not _is_real(v) or not ok(v): raise ValueError(f"GPT2Config.{name} must be a number {rng}, got {v!r}")
+            setattr(self, name, float(v))
         if self.n_embd % self.n_head: raise ValueError(f"GPT2Config: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
     @property
@@ -86,8 +96,13 @@ class InferenceConfig:
     eos_token_id: int | None = 50256 # <|endoftext|>; None = never stop early
 
     def __post_init__(self):
+        if self.stop is None: self.stop = ()
         if isinstance(self.stop, str): self.stop = (self.stop,)
         self.stop = tuple(self.stop)
+        for f in fields(self):                                           # NumPy scalars become Python numbers
+            v = getattr(self, f.name)
+            if f.type.startswith("int") and _is_int(v): setattr(self, f.name, int(v))
+            elif f.type == "float" and _is_real(v): setattr(self, f.name, float(v))
 
     @property
     def greedy(self) -> bool:
@@ -97,8 +112,7 @@ class InferenceConfig:
     def validate(self) -> InferenceConfig:
         "Raise `ValueError` naming the first field out of its range; return self."
         def bad(name, rng): raise ValueError(f"InferenceConfig.{name} must be {rng}, got {getattr(self, name)!r}")
-        def isnum(x): return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x
-        def isint(x): return isinstance(x, int) and not isinstance(x, bool)
+        isnum, isint = _is_real, _is_int
         if not isint(self.max_new_tokens) or self.max_new_tokens < 1: bad("max_new_tokens", "an integer >= 1")
         if not isnum(self.temperature) or not (self.temperature == 0 or 1e-4 <= self.temperature <= 1e4):   # float32 logits / t:
             bad("temperature", "0 (greedy) or in [0.0001, 10000]")                                     # no overflow to inf
@@ -110,6 +124,8 @@ class InferenceConfig:
         if not isnum(self.presence_penalty) or not -2 <= self.presence_penalty <= 2: bad("presence_penalty", "in [-2, 2] (0 turns it off)")
         if not isnum(self.frequency_penalty) or not -2 <= self.frequency_penalty <= 2: bad("frequency_penalty", "in [-2, 2] (0 turns it off)")
         if not isint(self.no_repeat_ngram_size) or self.no_repeat_ngram_size < 0: bad("no_repeat_ngram_size", "an integer >= 0 (0 turns it off)")
+        if not isinstance(self.do_sample, bool): bad("do_sample", "True or False")
+        if not isinstance(self.stream, bool): bad("stream", "True or False")
         if self.seed is not None and (not isint(self.seed) or not -2**63 <= self.seed < 2**64): bad("seed", "an integer in [-2**63, 2**64) or None")
         if not all(isinstance(s, str) and s for s in self.stop): bad("stop", "a tuple of non-empty strings")
         if self.eos_token_id is not None and (not isint(self.eos_token_id) or self.eos_token_id < 0): bad("eos_token_id", "a token id >= 0 or None")

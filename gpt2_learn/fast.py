@@ -265,6 +265,7 @@ class PackedLinear(nn.Module):
         if w.device.type != "cpu" or w.dtype not in PACKABLE:
             raise ValueError(f"only float32/bfloat16 weights on the CPU can be packed, not {w.dtype} on {w.device}")
         self.in_features, self.out_features, self.batch_size = linear.in_features, linear.out_features, batch_size
+        self.train(linear.training)
         self.register_buffer("packed", None, persistent=False)                 # the packed weight, on the CPU
         self.register_buffer("plain", None, persistent=False)                  # or the plain one, elsewhere
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().clone(), persistent=False)
@@ -276,6 +277,9 @@ class PackedLinear(nn.Module):
             raise RuntimeError("oneDNN's packed product differs from F.linear here")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and torch.is_grad_enabled():                          # training: the packed weights would get no gradient
+            raise RuntimeError("this model's weights are packed for inference (TextGenerator packs them on the CPU): "
+                                             "to train it, load it with pack=False or call gpt2_learn.fast.unpack_for_cpu(model)")
         if self.packed is None: return F.linear(x, self.plain, self.bias)
         y = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, self.in_features), self.packed, self.bias, "none", [], "")
         return y.view(*x.shape[:-1], self.out_features)
@@ -339,7 +343,9 @@ def unpack_for_cpu(model: nn.Module) -> nn.Module:
     return stream_friendly_layout(_swap_linears(model, plain))                 # which also ties the head again
 
 def pack_for_cpu(model: nn.Module, batch_size: int = 4, min_weights: int = 1 << 18) -> nn.Module:
-    "Replace each `nn.Linear` of a CPU model (float32/bfloat16) with at least `min_weights` weights by a `PackedLinear`, in place. Inference only."
+    """Replace each `nn.Linear` of a CPU model (float32/bfloat16) with at least `min_weights` weights by a `PackedLinear`, in place.
+    Inference only: packed weights are buffers (no gradients; a training-mode forward raises), and the head is packed
+    from the embedding as it is now (`unpack_for_cpu` undoes it all)."""
     if not cpu_packing_available(): raise RuntimeError("this PyTorch has no oneDNN packed linear operators")
     big = lambda m: isinstance(m, nn.Linear) and m.weight.numel() >= min_weights
     try: return _swap_linears(model, lambda m: PackedLinear(m, batch_size) if big(m) else None)

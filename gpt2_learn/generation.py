@@ -12,7 +12,7 @@ from .kv_cache import KVCache
 from .sampling import process_logits, select_next_token
 
 # %% auto #0
-__all__ = ['pad_left', 'NonFiniteLogitsError', 'check_logits', 'generate', 'generate_ids', 'TextStream']
+__all__ = ['pad_left', 'NonFiniteLogitsError', 'check_logits', 'check_inputs', 'generate', 'generate_ids', 'TextStream']
 
 # %% ../nbs/06_generation.ipynb #b08d38ff
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int = 50256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,6 +28,7 @@ def pad_left(sequences: Sequence[Sequence[int]], pad_id: int = 50256) -> tuple[t
 # %% ../nbs/06_generation.ipynb #e57fd6f2
 def _trace_step(raw: torch.Tensor, processed: torch.Tensor, token: torch.Tensor, k: int) -> dict:
     before, after = raw.float().softmax(-1), processed.softmax(-1)
+    k = min(k, raw.shape[-1])
     pb, ib = before.topk(k, dim=-1); pa, ia = after.topk(k, dim=-1)
     return {"top_ids_before": ib.cpu(), "top_probs_before": pb.cpu(), "top_ids_after": ia.cpu(), "top_probs_after": pa.cpu(),
             "token": token.cpu(), "token_prob_before": before.gather(1, token[:, None])[:, 0].cpu(),
@@ -45,6 +46,28 @@ def check_logits(logits: torch.Tensor) -> torch.Tensor:
                                    "training run that diverged?), or half precision overflowed (try --dtype float32)")
     return logits
 
+# %% ../nbs/06_generation.ipynb #4a935429
+def check_inputs(input_ids, attention_mask, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    "(ids, mask) as (B, T) tensors (lists and 1-D accepted); TypeError/ValueError saying what is wrong."
+    if not isinstance(input_ids, torch.Tensor):
+        input_ids = torch.as_tensor(input_ids)
+        if input_ids.numel() == 0: input_ids = input_ids.long()
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise TypeError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
+    if input_ids.dim() == 1: input_ids = input_ids[None]
+    if input_ids.dim() != 2: raise ValueError(f"input_ids must be (batch, tokens) or (tokens,), got shape {tuple(input_ids.shape)}")
+    if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+        raise ValueError(f"token ids must be in [0, {vocab_size}) for this model, got {int(input_ids.min())}..{int(input_ids.max())}")
+    if attention_mask is None: return input_ids, None
+    if not isinstance(attention_mask, torch.Tensor): attention_mask = torch.as_tensor(attention_mask)
+    if attention_mask.dim() == 1: attention_mask = attention_mask[None]
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)}: one 0/1 per token")
+    real = attention_mask != 0
+    if input_ids.shape[1] and (not bool(real[:, -1].all()) or bool((real[:, 1:] < real[:, :-1]).any())):
+        raise ValueError("attention_mask: pad on the left (0s, then 1s, the last token of every row real): pad_left does it")
+    return input_ids, attention_mask
+
 # %% ../nbs/06_generation.ipynb #c41ac8e0
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, config: InferenceConfig | None = None,
@@ -54,7 +77,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, 
     config = (config or InferenceConfig()).replace(**overrides)
     if max_new_tokens is not None: config = config.replace(max_new_tokens=max_new_tokens)
     config.validate()
-    if input_ids.dim() == 1: input_ids = input_ids[None]
+    input_ids, attention_mask = check_inputs(input_ids, attention_mask, model.config.vocab_size)
+    if model.training and model.config.dropout > 0:
+        warnings.warn("the model is in training mode, so dropout makes every step random: call model.eval() before generating")
     device, n_ctx = model.device, model.config.n_positions
     input_ids = input_ids.to(device)
     if attention_mask is not None: attention_mask = attention_mask.to(device)
@@ -108,7 +133,7 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, 
 def generate_ids(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, config: InferenceConfig | None = None,
                  attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
     "Prompt + generated ids, (B, T0 + n): `generate` run to the end."
-    if input_ids.dim() == 1: input_ids = input_ids[None]
+    input_ids, attention_mask = check_inputs(input_ids, attention_mask, model.config.vocab_size)
     new = list(generate(model, input_ids, max_new_tokens, config, attention_mask, **kwargs))
     return torch.cat([input_ids.to(model.device)] + [t[:, None] for t in new], dim=1)
 
@@ -132,6 +157,7 @@ class TextStream:
 
     def __iter__(self) -> Iterator[str]:
         from gpt2_learn.tokenizer import StreamDecoder
+        if self.token_ids: raise RuntimeError("this TextStream has run: make a new one to generate again")
         decoder, pending, stops, eos = StreamDecoder(self.tokenizer), "", self.config.stop, self.config.eos_token_id
         ids = torch.tensor([self.prompt_ids])
         for token in generate(self.model, ids, config=self.config, trace=self.trace, info=self.info):

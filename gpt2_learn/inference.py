@@ -136,6 +136,13 @@ def _pack_if_cpu(model: GPT2Model) -> GPT2Model:
     except Exception as e: warnings.warn(f"the weights could not be packed for the CPU ({_one_line(e)}); using the plain kernels")
     return model
 
+def _as_config(config) -> InferenceConfig:
+    "None -> the defaults; a dict -> InferenceConfig(**dict); an InferenceConfig as it is."
+    if config is None: return InferenceConfig()
+    if isinstance(config, dict): return InferenceConfig(**config)
+    if not isinstance(config, InferenceConfig): raise TypeError(f"config must be an InferenceConfig (or a dict of its fields), got {type(config).__name__}")
+    return config
+
 class TextGenerator:
     "Load a GPT-2 once; generate streamed text, whole text, batches, or run an interactive session."
     def __init__(self, model_path: str | Path | None = None, device: str | torch.device = "auto", dtype=None, pack: bool = True):
@@ -157,7 +164,8 @@ class TextGenerator:
 
     def encode_prompt(self, prompt: str) -> list[int]:
         "Token ids of a usable prompt; PromptError if it is empty, not text, or too long for the context window."
-        if not prompt: raise PromptError("the prompt is empty: give some text (--prompt TEXT, --prompt_file PATH or --prompt - for stdin)")
+        if not isinstance(prompt, str): raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
+        if not prompt: raise PromptError("the prompt is empty: give some text")
         if re.search("[\ud800-\udfff]", prompt): raise PromptError("the prompt is not valid UTF-8 text: pass UTF-8 (or use --prompt_file)")
         ids, n = self.tokenizer.encode(prompt), self.context_window
         if len(ids) >= n: raise PromptError(f"the prompt is {len(ids)} tokens but the model's context window is {n}: "
@@ -171,7 +179,7 @@ class TextGenerator:
 
     def stream(self, prompt: str, config: InferenceConfig | None = None) -> Iterator[str]:
         "Yield the continuation piece by piece; then `last_stats` has tokens, seconds, tokens/s and the stop reason."
-        config = (config or InferenceConfig()).validate()
+        config = _as_config(config).validate()
         config, clipped = self._fit(config, len(self.encode_prompt(prompt)))
         ts, t0, reason = TextStream(self.model, self.tokenizer, prompt, config), time.perf_counter(), "interrupted"
         try:
@@ -182,7 +190,7 @@ class TextGenerator:
 
     def generate_text(self, prompt: str, config: InferenceConfig | None = None, *, echo: bool = True, out=None) -> str:
         "The continuation of `prompt`; when `config.stream`, also printed to `out` (stdout) as it is generated."
-        config = config or InferenceConfig()
+        config = _as_config(config)
         if not config.stream: return "".join(self.stream(prompt, config))
         config.validate(); self.encode_prompt(prompt)                      # fail before printing anything
         out, pieces = out if out is not None else sys.stdout, []
@@ -197,10 +205,13 @@ class TextGenerator:
 
     def generate_batch(self, prompts: Sequence[str], config: InferenceConfig | None = None) -> list[str]:
         "Continuations of several prompts, generated together (left padding + attention mask, one forward pass a step)."
-        config = (config or InferenceConfig()).validate()
-        if isinstance(prompts, str): prompts = [prompts]
+        config = _as_config(config).validate()
+        prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts: return []
-        ids = [self.encode_prompt(p) for p in prompts]
+        ids = []
+        for i, p in enumerate(prompts):
+            try: ids.append(self.encode_prompt(p))
+            except (PromptError, TypeError) as e: raise type(e)(f"prompt {i}: {e}") from None
         eos = config.eos_token_id
         input_ids, mask = (t.to(self.device) for t in pad_left(ids, pad_id=eos if eos is not None else 0))
         config, clipped = self._fit(config, input_ids.shape[1])
@@ -223,7 +234,7 @@ class TextGenerator:
 
     def interactive_mode(self, config: InferenceConfig | None = None, *, chat: bool = False, input_fn=None, out=None, err=None):
         "A prompt loop with streamed answers: 'quit'/'exit'/Ctrl+D end it; Ctrl+C stops a generation (at the prompt: ends)."
-        config = (config or InferenceConfig()).validate()
+        config = _as_config(config).validate()
         if chat: config = config.replace(stop=tuple(config.stop) + ("\nUser:",))
         out, err = out if out is not None else sys.stdout, err if err is not None else sys.stderr
         input_fn = input_fn or input

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_sampling.ipynb #1eae2625
 from __future__ import annotations
-import math
+import math, numbers
 import torch
 import torch.nn.functional as F
 from .config import InferenceConfig
@@ -32,7 +32,7 @@ def distribution_stats(logits: torch.Tensor, reference: torch.Tensor | None = No
 # %% ../nbs/05_sampling.ipynb #c82424f1
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     "Scale logits by `1/temperature` (> 0; greedy decoding is the `temperature == 0` limit)."
-    if isinstance(temperature, (int, float)) and not temperature > 0:
+    if isinstance(temperature, numbers.Real) and not temperature > 0:     # (a tensor is left alone: graph-safe)
         raise ValueError(f"temperature must be > 0 here, got {temperature} (temperature 0 means greedy: use select_next_token)")
     return logits / temperature
 
@@ -109,6 +109,8 @@ def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, pena
                              mask: torch.Tensor | None = None) -> torch.Tensor:
     "CTRL penalty on tokens in `input_ids` (B, T): positive logits / penalty, negative * penalty; `mask` 0 = ignore."
     if not penalty > 0: raise ValueError(f"repetition_penalty must be > 0 (1 turns it off), got {penalty}")
+    if input_ids.shape[0] != logits.shape[0]:
+        raise ValueError(f"input_ids has {input_ids.shape[0]} rows but logits {logits.shape[0]}: one row of ids per row of logits")
     if penalty == 1.0: return logits
     V = logits.shape[-1]
     ids = input_ids.clamp(max=V)                                           # (B, T); V is a spare column

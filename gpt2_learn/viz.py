@@ -18,7 +18,7 @@ from .tokenizer import token_bytes
 
 # %% auto #0
 __all__ = ['KEPT_COLOR', 'REMOVED_COLOR', 'BEFORE_COLOR', 'GRID_SETTINGS', 'PROB_CMAP', 'COMPARE_SETTINGS', 'readable',
-           'token_label', 'next_token_logits', 'sampling_config', 'processed_logits', 'pipeline_view',
+           'token_label', 'prompt_ids', 'next_token_logits', 'sampling_config', 'processed_logits', 'pipeline_view',
            'plot_distribution', 'plot_strategy_grid', 'plot_temperature_sweep', 'sample_counts',
            'plot_sample_histogram', 'plot_trace', 'attention_weights', 'plot_attention', 'time_decode_step',
            'kv_cache_timings', 'plot_kv_timings', 'figure_png', 'show_figure', 'SamplingExplorer', 'sampling_explorer',
@@ -38,11 +38,19 @@ def token_label(tokenizer, token_id: int) -> str:
     except UnicodeDecodeError: return "".join(f"\\x{x:02x}" for x in b)
 
 # %% ../nbs/07_visualize.ipynb #a4147e1f
+def prompt_ids(model, tokenizer, prompt: str) -> list[int]:
+    "The prompt's token ids; ValueError if it is empty or the tokenizer's ids do not fit the model's vocabulary."
+    ids = tokenizer.encode(prompt)
+    if not ids: raise ValueError("the prompt is empty: give some text")
+    if max(ids) >= model.config.vocab_size:
+        raise ValueError(f"the tokenizer gives id {max(ids)}, but the model has {model.config.vocab_size} tokens: "
+                         f"use the tokenizer it was trained with")
+    return ids
+
 @torch.no_grad()
 def next_token_logits(model, tokenizer, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
     "Prompt ids (1, T) and the float32 logits (1, V) of the token after `prompt`."
-    ids = tokenizer.encode(prompt)
-    if not ids: raise ValueError("the prompt is empty: give some text")
+    ids = prompt_ids(model, tokenizer, prompt)
     ids = torch.tensor([ids[-(model.config.n_positions - 1):]], device=model.device)
     return ids.cpu(), model(ids, last_only=True)[:, -1].float().cpu()
 
@@ -131,7 +139,7 @@ def plot_temperature_sweep(logits: torch.Tensor, tokenizer, temperatures=None, n
     "Probabilities of the top-`n` tokens and the entropy (nats) as functions of the temperature."
     temps = [float(t) for t in (temperatures if temperatures is not None else torch.linspace(0.1, 3.0, 30))]
     logits = logits.reshape(1, -1).float()
-    top = logits.topk(n).indices[0]
+    top = logits.topk(min(n, logits.shape[-1])).indices[0]
     probs = torch.stack([apply_temperature(logits, t).softmax(-1)[0, top] for t in temps])      # (len(T), n)
     entropy = [distribution_stats(apply_temperature(logits, t))["entropy"] for t in temps]
     fig, (a, b) = _new_figure(1, 2, figsize=(10, 3.3))
@@ -156,6 +164,7 @@ def plot_sample_histogram(logits: torch.Tensor, tokenizer, config: InferenceConf
                           input_ids: torch.Tensor | None = None, n_samples: int = 2000, seed: int = 0, n: int = 15) -> plt.Figure:
     "Empirical frequencies of `n_samples` draws (bars) against the theoretical probabilities (ticks)."
     counts, probs = sample_counts(logits, config, input_ids, n_samples, seed)
+    n = min(n, logits.numel())
     top = logits.reshape(-1).float().topk(n).indices
     rest = torch.ones(probs.numel(), dtype=torch.bool); rest[top] = False
     freq = (counts[top].tolist() + [int(counts[rest].sum())])
@@ -248,7 +257,7 @@ def attention_weights(model, input_ids: torch.Tensor, layer: int = 0) -> torch.T
 
 def plot_attention(model, tokenizer, prompt: str, layer: int = 0, head: int | None = 0, max_tokens: int = 32) -> plt.Figure:
     "Heat map of one head's attention over the prompt (`head=None`: every head of the layer)."
-    ids = torch.tensor([tokenizer.encode(prompt)[:max_tokens]])
+    ids = torch.tensor([prompt_ids(model, tokenizer, prompt)[:max_tokens]])
     w = attention_weights(model, ids, layer)[0]                                          # (nh, T, T)
     heads = list(range(w.shape[0])) if head is None else [head]
     if not all(0 <= h < w.shape[0] for h in heads): raise ValueError(f"head must be in [0, {w.shape[0] - 1}], got {head}")
@@ -359,8 +368,7 @@ class StepExplorer(widgets.VBox):
                  n_buttons: int = 6, seed: int = 0):
         self.model, self.tokenizer, self.n, self.n_buttons = model, tokenizer, n, n_buttons
         self.config = (config or InferenceConfig()).validate()
-        self.prompt_ids = tokenizer.encode(prompt)
-        if not self.prompt_ids: raise ValueError("the prompt is empty: give some text")
+        self.prompt_ids = prompt_ids(model, tokenizer, prompt)
         self.ids, self.generator = list(self.prompt_ids), torch.Generator().manual_seed(seed)
         self.text, self.out, self.candidates = widgets.HTML(), widgets.Output(), widgets.HBox()
         self.sample_button = widgets.Button(description="sample", button_style="primary", icon="random")
@@ -376,7 +384,7 @@ class StepExplorer(widgets.VBox):
         ids = torch.tensor([self.ids[-(self.model.config.n_positions - 1):]])
         with torch.no_grad(): self.logits = self.model(ids.to(self.model.device), last_only=True)[:, -1].float().cpu()
         after = processed_logits(self.logits, self.config, ids).softmax(-1)[0]
-        p, top = after.topk(self.n_buttons)
+        p, top = after.topk(min(self.n_buttons, after.numel()))
         cands = [(int(i), float(q)) for i, q in zip(top, p) if q > 0]
         self.state = dict(ids=list(self.ids), generated=self.ids[len(self.prompt_ids):], candidates=cands,
                           view=pipeline_view(self.logits, self.config, ids, self.n))

@@ -386,6 +386,13 @@ def test_python_api_errors(micro_gen):
     with pytest.raises(PromptError, match="empty"): micro_gen.generate_text("", InferenceConfig(stream=False))
     with pytest.raises(PromptError, match="context window"): micro_gen.generate_batch(["ok", "word " * 300])
     with pytest.raises(ValueError, match="temperature"): micro_gen.generate_text("Hi", InferenceConfig(temperature=-1))
+    with pytest.raises(PromptError, match="prompt 1: the prompt is empty"): micro_gen.generate_batch(["Hello", ""])
+    with pytest.raises(TypeError, match="the prompt must be a str, got int"): micro_gen.generate_text(123)
+    with pytest.raises(TypeError, match="config must be an InferenceConfig"): micro_gen.generate_text("Hi", 0.7)
+    dict_config = dict(max_new_tokens=3, do_sample=False, stream=False)
+    assert micro_gen.generate_text("Hi", dict_config) == micro_gen.generate_text("Hi", InferenceConfig(**dict_config))
+    greedy = InferenceConfig(max_new_tokens=4, do_sample=False)
+    assert micro_gen.generate_batch((p for p in ("a", "b")), greedy) == micro_gen.generate_batch(["a", "b"], greedy)   # any iterable
 
 
 def test_warnings_are_one_line_and_compiler_chatter_is_silent(capsys, micro_ckpt, monkeypatch):
