@@ -11,7 +11,7 @@ def _is_int(x) -> bool: return isinstance(x, numbers.Integral) and not isinstanc
 def _is_real(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x, bool) and x == x  # not NaN
 
 # %% auto #0
-__all__ = ['GPT2_SIZES', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'quiet_keyboard_interrupt']
+__all__ = ['GPT2_SIZES', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'cli_interrupts']
 
 # %% ../nbs/00_config.ipynb #2ae58a49
 @dataclass
@@ -101,7 +101,8 @@ class InferenceConfig:
         self.stop = tuple(self.stop)
         for f in fields(self):                                           # NumPy scalars become Python numbers
             v = getattr(self, f.name)
-            if f.type.startswith("int") and _is_int(v): setattr(self, f.name, int(v))
+            if f.type == "bool" and str(getattr(v, "dtype", "")) == "bool": setattr(self, f.name, bool(v))   # numpy.bool_
+            elif f.type.startswith("int") and _is_int(v): setattr(self, f.name, int(v))
             elif f.type == "float" and _is_real(v): setattr(self, f.name, float(v))
 
     @property
@@ -149,11 +150,16 @@ def preset(name: str, **overrides) -> InferenceConfig:
     return InferenceConfig(**{**PRESETS[name], **overrides}).validate()
 
 # %% ../nbs/00_config.ipynb #e070abec
-def quiet_keyboard_interrupt() -> None:
-    "For a command line, before its slow imports: an uncaught Ctrl+C prints 'interrupted', not a traceback."
-    import sys
+def cli_interrupts(prog: str):
+    "For a command line, before its slow imports: Ctrl+C prints '{prog}: interrupted' and ends it; returns a function that restores Python's KeyboardInterrupt."
+    import os, signal, sys
+    def handler(signum, frame):
+        sys.stderr.write(f"\n{prog}: interrupted\n"); sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGINT)
     default = sys.excepthook
     def hook(kind, value, tb):
-        if issubclass(kind, KeyboardInterrupt): sys.stderr.write("\ninterrupted\n")
+        if issubclass(kind, KeyboardInterrupt): sys.stderr.write(f"\n{prog}: interrupted\n")
         else: default(kind, value, tb)
     sys.excepthook = hook
+    signal.signal(signal.SIGINT, handler)
+    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -54,6 +54,7 @@ def check_inputs(input_ids, attention_mask, vocab_size: int) -> tuple[torch.Tens
         if input_ids.numel() == 0: input_ids = input_ids.long()
     if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
         raise TypeError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
+    if input_ids.dtype not in (torch.int32, torch.int64): input_ids = input_ids.long()      # uint16 (a token file), int8, ...
     if input_ids.dim() == 1: input_ids = input_ids[None]
     if input_ids.dim() != 2: raise ValueError(f"input_ids must be (batch, tokens) or (tokens,), got shape {tuple(input_ids.shape)}")
     if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
@@ -109,10 +110,10 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, 
     unfinished = torch.ones(B, dtype=torch.bool, device=device)
     cache = KVCache(model.config, B, T0 + n_new, device, model.dtype) if use_cache else None
 
-    logits = check_logits(model(input_ids, kv_cache=cache, attention_mask=attention_mask, last_only=True)[:, -1])  # 1. prefill
+    logits = model(input_ids, kv_cache=cache, attention_mask=attention_mask, last_only=True)[:, -1]   # 1. prefill
     for step in range(n_new):
         cur = T0 + step
-        raw = logits.float()                                                   # as transformers: float32 scores
+        raw = check_logits(logits).float()                                     # as transformers: float32 scores
         scores = process_logits(raw, seq[:, :cur], config, prompt_len=T0,      # 2. process
                                 mask=mask[:, :cur] if mask is not None else None)
         token = select_next_token(scores, config, generator)                   # 3. choose

@@ -8,13 +8,16 @@ import argparse, io, os, re, sys, time, warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from .config import InferenceConfig, PRESETS, quiet_keyboard_interrupt
-if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn": quiet_keyboard_interrupt()
-import torch                                                              # (~1.5 s: a Ctrl+C now prints one line)
+from .config import InferenceConfig, PRESETS, cli_interrupts
+_restore_interrupts = None                                                # as a program: Ctrl+C while PyTorch imports is one line
+if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn":
+    _restore_interrupts = cli_interrupts("gpt2-learn" if Path(sys.argv[0]).stem == "gpt2-learn" else "python -m gpt2_learn.inference")
+import torch
 from .generation import TextStream, generate, pad_left
 from .model import GPT2Model, resolve_device
 from .tokenizer import StreamDecoder, load_tokenizer
 from .weights import BUNDLED_MODEL_NOTE, load_bundled_model
+if _restore_interrupts: _restore_interrupts()                             # the imports are done: KeyboardInterrupt again
 
 # %% auto #0
 __all__ = ['MAX_PROMPT_BYTES', 'CHECKPOINT_SUFFIXES', 'HF_SUFFIXES', 'STOP_REASONS', 'EXIT_OK', 'EXIT_RUNTIME', 'EXIT_USAGE',

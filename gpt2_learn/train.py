@@ -8,8 +8,10 @@ import argparse, hashlib, json, math, os, re, signal, sys, time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
-from .config import GPT2Config, GPT2_SIZES, quiet_keyboard_interrupt
-if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn-train": quiet_keyboard_interrupt()
+from .config import GPT2Config, GPT2_SIZES, cli_interrupts
+_restore_interrupts = None                                                # as a program: Ctrl+C while PyTorch imports is one line
+if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn-train":
+    _restore_interrupts = cli_interrupts("gpt2-learn-train" if Path(sys.argv[0]).stem == "gpt2-learn-train" else "python -m gpt2_learn.train")
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -17,6 +19,7 @@ from .model import GPT2Model, resolve_device
 from .tokenizer import load_tokenizer
 from .weights import (CheckpointError, atomic_torch_save, load_checkpoint, load_pretrained,
                                 load_state_dict_strict, read_checkpoint, save_checkpoint)
+if _restore_interrupts: _restore_interrupts()                             # the imports are done: KeyboardInterrupt again
 
 # %% auto #0
 __all__ = ['BUNDLED_SIZE', 'SIZES', 'SKIP_DIRS', 'TEXT_SUFFIXES', 'RESUME_KEYS', 'TrainError', 'stdlib_sources',
@@ -313,10 +316,12 @@ def _build_model(a: TrainArgs, device) -> GPT2Model:
         torch.manual_seed(a.seed)
         return GPT2Model(a.model_config())
     p = Path(a.init)
+    if not p.exists() and (p.suffix in (".pth", ".pt", ".safetensors", ".bin") or a.init.startswith((".", "/", "~"))):
+        raise TrainError(f"--init {a.init}: no such file or folder")                       # a wrong argument: exit 2
     try: model = load_checkpoint(p) if p.suffix in (".pth", ".pt") and p.is_file() else load_pretrained(a.init)
-    except (OSError, ValueError) as e: raise TrainError(f"--init {a.init}: {str(e).strip().splitlines()[0]}") from None
-    except Exception as e:                         # a corrupt safetensors file, ...
-        raise TrainError(f"--init {a.init}: could not load it ({type(e).__name__}): check that the file is complete") from None
+    except (OSError, ValueError) as e: raise CheckpointError(f"--init {a.init}: {str(e).strip().splitlines()[0]}") from None
+    except Exception as e:                         # a corrupt safetensors file, ...: it cannot be read, exit 1
+        raise CheckpointError(f"--init {a.init}: could not load it ({type(e).__name__}): check that the file is complete") from None
     model.config.dropout = a.dropout
     for m in model.modules():                      # the modules copied the rate when they were built
         if isinstance(m, torch.nn.Dropout): m.p = a.dropout
@@ -521,7 +526,7 @@ def main(argv=None) -> int:
     except TrainError as e: return fail(e, 2)
     except (ValueError, OSError) as e: return fail(e, 1)       # a checkpoint that cannot be read, a device that is absent, ...
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr); return 130
+        print(f"{_prog()}: interrupted", file=sys.stderr); return 130
     except Exception as e:
         if os.environ.get("GPT2_LEARN_DEBUG"): raise
         return fail(f"{type(e).__name__}: {_message(e)} (set GPT2_LEARN_DEBUG=1 to see where)", 1)

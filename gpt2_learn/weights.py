@@ -144,6 +144,7 @@ def load_weights_only(path: str | Path):
         with warnings.catch_warnings():            # torch's note on pickle protocols is not the user's business
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
+    except (FileNotFoundError, IsADirectoryError, PermissionError): raise   # say so as it is (a torn file is an OSError too)
     except Exception as e:
         if "GLOBAL" in str(e):                     # a pickle of other Python objects (classes, functions): could run code
             raise CheckpointError(f"{path} holds Python objects, not only tensors, and gpt2_learn never unpickles those "

@@ -58,3 +58,20 @@ def hf_124m():
 @pytest.fixture(scope="session")
 def ours_124m(hf_124m):
     return ours_from_hf(hf_124m)
+
+
+def interrupt_while_importing_torch(argv, env):
+    "Run a command line and send it SIGINT once PyTorch's library is being loaded (seen in /proc/PID/maps): (rc, stderr)."
+    import signal, subprocess, time
+    if not os.path.exists("/proc/self/maps"): pytest.skip("needs /proc")
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and p.poll() is None:
+        try:
+            with open(f"/proc/{p.pid}/maps") as f:
+                if "libtorch" in f.read(): break
+        except OSError: pass
+        time.sleep(0.005)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    return p.returncode, err
