@@ -18,6 +18,7 @@ __all__ = ['pad_left', 'NonFiniteLogitsError', 'check_logits', 'check_inputs', '
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int = 50256) -> tuple[torch.Tensor, torch.Tensor]:
     "Left-pad lists of token ids into (B, T) `input_ids` and a 0/1 `attention_mask`."
     if not sequences or any(len(s) == 0 for s in sequences): raise ValueError("every prompt needs at least one token")
+    if not hasattr(pad_id, "__index__") or isinstance(pad_id, bool): raise TypeError(f"pad_id must be a token id (an int), got {pad_id!r}")
     T = max(len(s) for s in sequences)
     ids = torch.full((len(sequences), T), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), T), dtype=torch.long)

@@ -129,7 +129,7 @@ class BPETokenizer:
 # %% ../nbs/01_tokenizer.ipynb #d7f45f2c
 def token_bytes(tokenizer, token_id: int) -> bytes:
     "The raw bytes that one token stands for (through GPT-2's byte decoder)."
-    tokens = tokenizer.convert_ids_to_tokens([int(token_id)])
+    tokens = tokenizer.convert_ids_to_tokens([int(token_id)]) if int(token_id) >= 0 else []
     t = tokens[0] if tokens else None
     if t is None: raise ValueError(f"token id {int(token_id)} is not in the vocabulary (size {len(tokenizer)})")
     try: return bytes(BYTE_DECODER[c] for c in t)
