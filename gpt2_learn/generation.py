@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_generation.ipynb #c19f76bb
 from __future__ import annotations
-import warnings
+import math, warnings
 from collections.abc import Iterator, Sequence
 import torch
 from .config import InferenceConfig
@@ -42,7 +42,7 @@ class NonFiniteLogitsError(ValueError):
 
 def check_logits(logits: torch.Tensor) -> torch.Tensor:
     "`logits` unchanged if all are finite; otherwise `NonFiniteLogitsError` saying what to do."
-    if not bool(torch.isfinite(logits).all()):
+    if not math.isfinite(float(logits.sum(dtype=torch.float32))):        # a NaN or inf anywhere spreads to the sum
         raise NonFiniteLogitsError("the model's logits hold NaN or inf: its weights may hold NaN/inf (a checkpoint from a "
                                    "training run that diverged?), or half precision overflowed (try --dtype float32)")
     return logits
