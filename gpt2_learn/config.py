@@ -11,7 +11,7 @@ def _is_int(x) -> bool: return isinstance(x, numbers.Integral) and not isinstanc
 def _is_real(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x, bool) and x == x  # not NaN
 
 # %% auto #0
-__all__ = ['GPT2_SIZES', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'cli_interrupts']
+__all__ = ['GPT2_SIZES', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'cli_name', 'cli_interrupts']
 
 # %% ../nbs/00_config.ipynb #2ae58a49
 @dataclass
@@ -150,6 +150,12 @@ def preset(name: str, **overrides) -> InferenceConfig:
     return InferenceConfig(**{**PRESETS[name], **overrides}).validate()
 
 # %% ../nbs/00_config.ipynb #e070abec
+def cli_name(script: str, module: str) -> str:
+    "How a command line was started, for its messages: its installed script, or `python -m gpt2_learn.<module>`."
+    import sys
+    from pathlib import Path
+    return script if Path(sys.argv[0]).stem == script else f"python -m gpt2_learn.{module}"
+
 def cli_interrupts(prog: str):
     "For a command line, before its slow imports: Ctrl+C prints '{prog}: interrupted' and ends it; returns a function that restores Python's KeyboardInterrupt."
     import os, signal, sys

@@ -8,10 +8,10 @@ import argparse, io, os, re, sys, time, warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from .config import InferenceConfig, PRESETS, cli_interrupts
+from .config import InferenceConfig, PRESETS, cli_interrupts, cli_name
 _restore_interrupts = None                                                # as a program: Ctrl+C while PyTorch imports is one line
 if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn":
-    _restore_interrupts = cli_interrupts("gpt2-learn" if Path(sys.argv[0]).stem == "gpt2-learn" else "python -m gpt2_learn.inference")
+    _restore_interrupts = cli_interrupts(cli_name("gpt2-learn", "inference"))
 import torch
 from .generation import TextStream, generate, pad_left
 from .model import GPT2Model, resolve_device
@@ -342,8 +342,7 @@ def config_from_args(args: argparse.Namespace) -> InferenceConfig:
     except ValueError as e: raise ValueError(re.sub(r"InferenceConfig\.(\w+)", r"--\1", str(e))) from None
 
 # %% ../nbs/08_inference.ipynb #b4193f91
-def _prog() -> str:
-    return "gpt2-learn" if Path(sys.argv[0]).stem == "gpt2-learn" else "python -m gpt2_learn.inference"
+def _prog() -> str: return cli_name("gpt2-learn", "inference")
 
 def main(argv: Sequence[str] | None = None) -> int:
     "Run the CLI; returns the exit code (0 ok, 1 runtime error, 2 bad flags or prompt, 130 interrupted)."
@@ -374,16 +373,15 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.model_path is None: err.write(f"note: {BUNDLED_MODEL_NOTE}\n"); err.flush()
         if prompt is not None:
             gen.encode_prompt(prompt)                                     # empty / too long: before any output
-            pieces: list[str] = []                                        # --no_stream: the text so far, printed even if interrupted
+            echo, pieces = "" if args.no_echo else prompt, []             # --no_stream: the text so far, printed even if interrupted
             try:
                 if config.stream: gen.generate_text(prompt, config, echo=not args.no_echo)
                 else:
                     for piece in gen.stream(prompt, config): pieces.append(piece)
-                    sys.stdout.write(("" if args.no_echo else prompt) + "".join(pieces) + "\n")
+                    sys.stdout.write(echo + "".join(pieces) + "\n")
                 sys.stdout.flush()
             except KeyboardInterrupt:
-                sys.stdout.write(("" if args.no_echo else prompt) + "".join(pieces) + "\n" if not config.stream else "\n")
-                sys.stdout.flush()
+                sys.stdout.write("\n" if config.stream else echo + "".join(pieces) + "\n"); sys.stdout.flush()
                 if gen.last_stats: err.write(f"[{gen.last_stats}]\n")
                 return EXIT_INTERRUPTED
             err.write(f"[{gen.last_stats}]\n"); err.flush()

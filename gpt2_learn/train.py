@@ -8,10 +8,10 @@ import argparse, hashlib, json, math, os, re, signal, sys, time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
-from .config import GPT2Config, GPT2_SIZES, cli_interrupts
+from .config import GPT2Config, GPT2_SIZES, cli_interrupts, cli_name
 _restore_interrupts = None                                                # as a program: Ctrl+C while PyTorch imports is one line
 if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn-train":
-    _restore_interrupts = cli_interrupts("gpt2-learn-train" if Path(sys.argv[0]).stem == "gpt2-learn-train" else "python -m gpt2_learn.train")
+    _restore_interrupts = cli_interrupts(cli_name("gpt2-learn-train", "train"))
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -479,8 +479,7 @@ def export_bundled(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch
                               "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in c["model"].items()}}, out)
 
 # %% ../nbs/09_train.ipynb #c35c877b
-def _prog() -> str:
-    return "gpt2-learn-train" if Path(sys.argv[0]).stem == "gpt2-learn-train" else "python -m gpt2_learn.train"
+def _prog() -> str: return cli_name("gpt2-learn-train", "train")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):   # one line, not the usage block
