@@ -7,9 +7,11 @@ greedy tokens in fp32, the share of equal ones in fp16, fastest mode first. Benc
 in one process, gpt2 and gpt2-xl shapes (random weights, fp16), batch 1 and 16, greedy and the guide's sampling,
 128 new tokens: tokens/s, ms per step, and the fraction of the memory floor reached; peak GPU memory of our
 generation alone in fresh processes. Batch-1 greedy rows run first with every mode, the rest with the fastest two.
+The "stream" rows read every token on the CPU as it comes, as the CLI does: our `generate` (default mode, EOS
+checked) against transformers `generate` with a streamer that reads each token ("transformers-stream").
 Writes JSON and a table to $OUT, after every row.
 """
-import datetime, json, os, platform, sys, time, traceback
+import copy, datetime, json, os, platform, sys, time, traceback
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
@@ -17,7 +19,7 @@ import transformers
 from gpt2_learn.config import GPT2Config, InferenceConfig
 from gpt2_learn.model import GPT2Model
 from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
-from gpt2_learn.generation import generate_ids, pad_left
+from gpt2_learn.generation import NonFiniteLogitsError, generate, generate_ids, pad_left
 from gpt2_learn.sampling import process_logits
 from gpt2_learn.fast import fast_generate, sample_exponential, decode_floor_ms, COMPILE_MODES, resolve_compile
 
@@ -30,7 +32,8 @@ dev = torch.device(os.environ.get("GPU_CHECK_DEVICE", "cuda"))   # cpu: a smoke 
 MODELS = os.environ.get("GPU_CHECK_MODELS", "gpt2 gpt2-xl").split()
 BATCHES = [int(b) for b in os.environ.get("GPU_CHECK_BATCHES", "1 16").split()]
 _LIKELY_FIRST = ["triton", "gemv", "gemv+math", "block"]          # the most promising modes first, the slow-to-compile last
-IMPLS = os.environ.get("GPU_CHECK_IMPLS", ",".join(["transformers", "graph"] + [f"graph+compile({m})" for m in _LIKELY_FIRST]
+STREAMED = ["transformers-stream", "stream"]                      # every token read on the CPU as it comes (the CLI's way)
+IMPLS = os.environ.get("GPU_CHECK_IMPLS", ",".join(["transformers", "graph"] + STREAMED + [f"graph+compile({m})" for m in _LIKELY_FIRST]
     + ["eager"] + [f"graph+compile({m})" for m in COMPILE_MODES if m and m not in _LIKELY_FIRST])).split(",")
 KEEP = int(os.environ.get("GPU_CHECK_KEEP", "2"))               # compile modes kept for the later rows: the fastest at batch 1 greedy
 RUN_TESTS = os.environ.get("GPU_CHECK_TESTS", "1") == "1"
@@ -158,6 +161,22 @@ def t_mode_fp16(model, impl):
     return f"fp16: {int(same.sum())}/128 greedy tokens equal to the eager loop's" + (f" (first difference at {first_diff})" if first_diff is not None else "")
 
 
+def t_nan_mid_run():
+    "Logits that turn NaN at the 6th new token: the fast path stops there with the eager loop's error, and the GPU is fine after."
+    poisoned = copy.deepcopy(ours32)
+    with torch.no_grad(): poisoned.wpe.weight[20] = float("nan")
+    for fast in (True, False):
+        got = []
+        try: got.extend(generate(poisoned, P, 12, GREEDY, fast=fast))
+        except NonFiniteLogitsError: pass
+        else: raise AssertionError(f"fast={fast}: no error")
+        assert len(got) == 5, (fast, len(got))
+    del poisoned
+    again = generate_ids(ours32, P, 12, GREEDY)
+    assert torch.equal(again, generate_ids(ours32, P, 12, GREEDY, fast=False))
+    return "NaN logits at the 6th token: 5 tokens, then NonFiniteLogitsError, fast path and eager loop; the next run is normal"
+
+
 def t_fp16_close():
     ours16 = ours_from(hf_model(TEST_MODEL, torch.float16, seed=1))
     with torch.no_grad():
@@ -190,7 +209,8 @@ def t_sampling_gpu_vs_cpu():
 
 # quick tests first; the per-mode ones (each compiles every mode again) after the first benchmark rows
 for name, fn in [] if not RUN_TESTS else [("logits vs transformers on CUDA", t_logits), ("greedy generate vs transformers on CUDA", t_hf_greedy),
-                 ("padded batch on the fast path", t_padded_batch_fast), ("fp16 logits vs fp32", t_fp16_close),
+                 ("padded batch on the fast path", t_padded_batch_fast), ("NaN mid-run on the fast path", t_nan_mid_run),
+                 ("fp16 logits vs fp32", t_fp16_close),
                  ("sampling pipeline GPU vs CPU", t_sampling_gpu_vs_cpu)]:
     check(name, fn)
 
@@ -215,21 +235,36 @@ for name in MODELS:
     hf = hf_model(name, torch.float16); models[name] = (hf, ours_from(hf))
 
 
+class ReadEach:
+    "A transformers streamer that brings every new token to the CPU, as printing it would."
+    def put(self, value): value.tolist()
+    def end(self): pass
+
+
 def bench_row(name, B, mode, impl):
     hf, ours = models[name]
     ids = torch.randint(0, 50257, (B, 16), generator=torch.Generator().manual_seed(B)).to(dev)
     cfg = InferenceConfig(eos_token_id=None, **(dict(do_sample=False, repetition_penalty=1.0) if mode == "greedy" else GUIDE))
     hf_kw = dict(do_sample=False) if mode == "greedy" else dict(do_sample=True, **GUIDE)
     try:
+        count = lambda out: B * N                       # tokens made by one run
         if impl == "transformers":
             run = lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, min_new_tokens=N, pad_token_id=50256, **hf_kw)
+        elif impl == "transformers-stream":             # each token read on the CPU as it comes; stops at EOS as the CLI would
+            run = lambda: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=N, pad_token_id=50256,
+                                      eos_token_id=50256, streamer=ReadEach(), **hf_kw)
+            count = lambda out: out[:, 16:].numel()
+        elif impl == "stream":                          # ours as TextGenerator drives it: generate(), EOS checked, each token read
+            scfg = cfg.replace(eos_token_id=50256)
+            run = lambda: [t.tolist() for t in generate(ours, ids, N, scfg)]
+            count = lambda out: B * len(out)
         else:
             run = lambda: ours_run(ours, ids, N, cfg, impl)
         t_first, _ = sync_time(run)                   # warm-up (captures / compiles for ours)
-        times = [sync_time(run)[0] for _ in range(3)]
-        t = sorted(times)[1]
+        timed = sorted((sync_time(run) for _ in range(3)), key=lambda x: x[0])
+        t, tokens = timed[1][0], count(timed[1][1])
         floor = decode_floor_ms(GPT2Config.from_name(name), bw, B, 16 + N)    # a step reads at the copy's total rate
-        r = dict(model=name, batch=B, mode=mode, impl=impl, tok_s=round(B * N / t, 1), ms_per_step=round(t / N * 1e3, 3),
+        r = dict(model=name, batch=B, mode=mode, impl=impl, tok_s=round(tokens / t, 1), ms_per_step=round(t / (tokens / B) * 1e3, 3),
                  first_call_s=round(t_first, 2), floor_ms=round(floor, 3), floor_fraction=round(floor / (t / N * 1e3), 3))
         results["bench"].append(r); save(); log(r)
     except Exception as e:
@@ -259,7 +294,7 @@ def run_rows(name, B, mode, later):
     if later:                                                                            # the fastest compile modes only, no eager
         timed = sorted((r for r in results["bench"] if r["model"] == name and r["batch"] == 1 and r["mode"] == "greedy"
                         and r["impl"].startswith("graph+compile")), key=lambda r: -r["tok_s"])
-        impls = [m for m in impls if m in ("transformers", "graph") or m in [r["impl"] for r in timed[:KEEP]]]
+        impls = [m for m in impls if m in ["transformers", "graph"] + STREAMED or m in [r["impl"] for r in timed[:KEEP]]]
     for impl in impls:
         if time.time() - T_START > BUDGET: log("budget spent: skipping", name, B, mode, impl); break
         bench_row(name, B, mode, impl)
@@ -286,7 +321,8 @@ lines = [f"GPU: {results['meta']['gpu']}, torch {torch.__version__}, transformer
          "| model | batch | mode | implementation | tokens/s | ms/step | x transformers | memory floor reached |",
          "|---|---|---|---|---|---|---|---|"]
 for r in results["bench"]:
-    base = next((b for b in results["bench"] if b["impl"] == "transformers" and all(b[k] == r[k] for k in ("model", "batch", "mode"))), None)
+    versus = "transformers-stream" if r["impl"] in STREAMED else "transformers"          # streamed rows against streamed
+    base = next((b for b in results["bench"] if b["impl"] == versus and all(b[k] == r[k] for k in ("model", "batch", "mode"))), None)
     ratio = f"{r['tok_s'] / base['tok_s']:.1f}x" if base else ""
     lines.append(f"| {r['model']} | {r['batch']} | {r['mode']} | {r['impl']} | {r['tok_s']:,.0f} | {r['ms_per_step']:.3f} | {ratio} | {r['floor_fraction']:.0%} |")
 lines += ["", "Tests: " + ", ".join(f"{t['name']}: {'PASS' if t['ok'] else 'FAIL'}" for t in results["tests"])]

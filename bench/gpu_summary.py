@@ -39,6 +39,11 @@ for r in rows:
           f"| {k[0]} | {k[1]} | {k[2]} | {fmt(hf)} | - | - | - | - | - |")
 
 print()
+for r in rows:                                   # each token read on the CPU as it comes (the CLI's way), both sides
+    if r["impl"] != "stream": continue
+    hf = pick(r["model"], r["batch"], r["mode"], impl="transformers-stream")
+    print(f"streamed, every token read: {r['model']} batch {r['batch']} {r['mode']}: ours {r['tok_s']:,.0f} tok/s ({r['ms_per_step']} ms a step)"
+          + (f", transformers {hf['tok_s']:,.0f} tok/s: {r['tok_s'] / hf['tok_s']:.1f}x" if hf else ""))
 g1, gx = (pick(m, 1, "greedy", best_compiled=True) for m in ("gpt2", "gpt2-xl"))
 hf1 = pick("gpt2", 1, "greedy", impl="transformers")
 default = meta.get("default_compile")

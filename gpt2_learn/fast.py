@@ -4,19 +4,19 @@
 
 # %% ../nbs/10_performance.ipynb #d9dafb6b
 from __future__ import annotations
-import ctypes, math, warnings
+import ctypes, functools, math, warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .config import GPT2Config, InferenceConfig, count_params
 from .kv_cache import KVCache
-from .generation import check_logits
+from .generation import check_logits, NonFiniteLogitsError
 from .sampling import process_logits
 
 # %% auto #0
-__all__ = ['COMPILE_MODES', 'DEFAULT_GPU_COMPILE', 'PACKABLE', 'decode_floor_ms', 'sample_exponential', 'fast_path_supports',
-           'matvec_linear', 'math_attention', 'block_decode_step', 'resolve_compile', 'StaticDecoder', 'prefill',
-           'capture', 'get_decoder', 'fast_generate', 'cpu_packing_available', 'PackedLinear', 'unpack_for_cpu',
+__all__ = ['COMPILE_MODES', 'DEFAULT_GPU_COMPILE', 'decode_floor_ms', 'sample_exponential', 'fast_path_supports', 'matvec_linear',
+           'math_attention', 'block_decode_step', 'resolve_compile', 'StaticDecoder', 'prefill', 'capture',
+           'get_decoder', 'fast_generate', 'cpu_packing_available', 'packable_dtypes', 'PackedLinear', 'unpack_for_cpu',
            'pack_for_cpu']
 
 # %% ../nbs/10_performance.ipynb #def61c83
@@ -106,11 +106,14 @@ class StaticDecoder:
         self.seq = torch.zeros(batch_size, max_len, dtype=torch.long, device=dev)      # token history
         self.pad_mask = torch.ones(batch_size, max_len, dtype=torch.bool, device=dev)  # False = left padding
         self.unfinished = torch.ones(batch_size, dtype=torch.bool, device=dev)
+        self.out = torch.zeros(batch_size, max_len, dtype=torch.long, device=dev)      # each new token by its column; -1: NaN/inf logits
         self.columns = torch.arange(max_len, device=dev)
         self.generator = torch.Generator(device=dev)
         self.eos = -1 if config.eos_token_id is None else config.eos_token_id
         self.weights = [_block_weights(b) for b in model.h]
         self.graph = None
+        self.stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None   # where the steps run (see fast_generate)
+        self.events = [torch.cuda.Event(), torch.cuda.Event()] if dev.type == "cuda" else None
         unit, options, self.block_kw = COMPILE_MODES[compile]
         jit = lambda f: torch.compile(f, fullgraph=True, dynamic=False, options=options or None)
         self._block = jit(block_decode_step) if unit == "block" else block_decode_step
@@ -135,34 +138,45 @@ class StaticDecoder:
         h = m.ln_f(x)
         return (matvec_linear(h, m.lm_head.weight) if self.block_kw.get("matvec") else m.lm_head(h))[:, 0]
 
-    def _scores_eager(self, logits: torch.Tensor, seq: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        return process_logits(logits.float(), seq, self.config, mask=valid)
+    def _scores_eager(self, logits: torch.Tensor, seq: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw = logits.float()
+        return process_logits(raw, seq, self.config, mask=valid), torch.isfinite(raw.sum(-1))   # a NaN/inf spreads to the sum
 
-    def choose(self, logits: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        "The pipeline on float32 logits, then argmax or the exponential race; finished rows get EOS."
-        try: scores = self._scores(logits, self.seq, valid)
+    def choose(self, logits: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        "The pipeline on float32 logits, then argmax or the exponential race (finished rows get EOS); and which rows' logits were finite."
+        try: scores, finite = self._scores(logits, self.seq, valid)
         except Exception:                        # torch 2.11's inductor failed on the batched top-p cumsum: stay eager
             if self._scores == self._scores_eager: raise
             self._scores = self._scores_eager
-            scores = self._scores(logits, self.seq, valid)
+            scores, finite = self._scores(logits, self.seq, valid)
         if self.config.greedy: nxt = scores.argmax(dim=-1)
         else: nxt = sample_exponential(scores.softmax(dim=-1), self.generator)
-        return torch.where(self.unfinished, nxt, self.eos)                      # finished rows keep emitting EOS
+        return torch.where(self.unfinished, nxt, self.eos), finite              # finished rows keep emitting EOS
 
     def step(self) -> None:
-        "Consume `self.token`, produce the next one in its place, advance the position: all on the device."
+        "Consume `self.token`, produce the next one in its place and in `out`, advance the position: all on the device."
         self.seq.index_copy_(1, self.write_idx, self.token[:, None])
         valid = self.pad_mask & (self.columns <= self.write_idx)                # (B, L): filled, not padding
         logits = self._forward_token(self.token, self.pos_ids, self.write_idx, valid)
-        nxt = self.choose(logits, valid)
+        nxt, finite = self.choose(logits, valid)
         self.unfinished &= nxt != self.eos
+        out_idx = (self.write_idx + 1).clamp_(max=self.L - 1)                  # the new token's column (no step writes past the end)
+        self.out.index_copy_(1, out_idx, torch.where(finite, nxt, -1)[:, None])
         self.token.copy_(nxt); self.pos_ids += 1; self.write_idx += 1
+
+    def launch(self) -> None:
+        "Run one step: on a GPU, queue it (the graph's replay where captured) on `self.stream` and mark its end with an event."
+        if self.stream is None: self.step(); return
+        with torch.cuda.stream(self.stream):
+            self.graph.replay() if self.graph is not None else self.step()
+            self.events.reverse(); self.events[0].record(self.stream)            # two events, used in turn
 
 # %% ../nbs/10_performance.ipynb #6cd35be9
 @torch.no_grad()
 def prefill(dec: StaticDecoder, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, seed: int | None) -> torch.Tensor:
     "Run the prompt into the decoder's cache, reset its state, and return the first new token (B,)."
     B, T0 = input_ids.shape
+    if dec.stream is not None: torch.cuda.current_stream().wait_stream(dec.stream)   # an earlier run's last step is done
     dec.cache.reset(); dec.unfinished.fill_(True); dec.seq.zero_(); dec.pad_mask.fill_(True)
     dec.seq[:, :T0] = input_ids
     if attention_mask is not None: dec.pad_mask[:, :T0] = attention_mask.bool()
@@ -171,16 +185,16 @@ def prefill(dec: StaticDecoder, input_ids: torch.Tensor, attention_mask: torch.T
     else: dec.generator.seed()
     logits = check_logits(dec.model(input_ids, kv_cache=dec.cache, attention_mask=attention_mask, last_only=True)[:, -1])
     valid = dec.pad_mask & (dec.columns < T0)
-    first = dec.choose(logits, valid)
+    first, _ = dec.choose(logits, valid)
     dec.unfinished &= first != dec.eos
-    dec.token.copy_(first)
+    dec.token.copy_(first); dec.out[:, T0] = first
     dec.write_idx.fill_(T0)
     dec.pos_ids.copy_(dec.pad_mask[:, :T0].sum(-1) if attention_mask is not None else torch.full_like(dec.pos_ids, T0))
     return first.clone()
 
 # %% ../nbs/10_performance.ipynb #ce9ce6a0
 def capture(dec: StaticDecoder, warmup: int = 3) -> StaticDecoder:
-    "Record `dec.step()` in a CUDA graph (`dec.graph`); `dec.replay()` then runs a whole step."
+    "Record `dec.step()` in a CUDA graph (`dec.graph`); `dec.graph.replay()` (what `dec.launch()` calls) then runs a whole step."
     saved = [t.clone() for t in (dec.token, dec.write_idx, dec.pos_ids, dec.unfinished)]
     s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(s), torch.no_grad():
@@ -233,19 +247,22 @@ def fast_generate(model, input_ids: torch.Tensor, n_new: int, config: InferenceC
     "Yield (B,) tokens like `generation.generate`, from a graph-captured static decoder (on CUDA); `compile`: see `COMPILE_MODES`."
     B, T0 = input_ids.shape
     dec = get_decoder(model, B, T0 + n_new, config, compile)
-    first = prefill(dec, input_ids, attention_mask, config.seed)
+    prefill(dec, input_ids, attention_mask, config.seed)                      # token 1, in column T0 of dec.out
     info = info if info is not None else {}
-    track_eos = config.eos_token_id is not None
-    pending = (first, dec.unfinished.clone())                                 # token, flags after it
-    for step in range(1, n_new + 1):
-        if step < n_new:                                                      # launch step i+1 first...
-            dec.graph.replay() if dec.graph is not None else dec.step()
-            nxt = (dec.token.clone(), dec.unfinished.clone())
-        token, unfinished = pending                                           # ...then look at step i
-        info["new_tokens"] = step
-        yield token
-        if track_eos and not bool(unfinished.any()): info["stop_reason"] = "eos"; return
-        if step < n_new: pending = nxt
+    eos, caller = config.eos_token_id, torch.cuda.current_stream() if dec.stream is not None else None
+    if caller is not None: dec.stream.wait_stream(caller)                     # the steps start after the prefill
+    try:
+        for i in range(1, n_new + 1):
+            if i < n_new: dec.launch()                                        # queue the step that makes token i+1...
+            if caller is not None and i > 1: caller.wait_event(dec.events[1 if i < n_new else 0])  # ...wait for token i's
+            column = dec.out[:, T0 + i - 1]
+            values = column.tolist()
+            if min(values) < 0: raise NonFiniteLogitsError()
+            info["new_tokens"] = i
+            yield column.clone()
+            if eos is not None and all(v == eos for v in values): info["stop_reason"] = "eos"; return
+    finally:
+        if caller is not None: caller.wait_stream(dec.stream)                 # nothing of this run is left running
 
 # %% ../nbs/10_performance.ipynb #cef6f665
 def cpu_packing_available() -> bool:
@@ -255,15 +272,26 @@ def cpu_packing_available() -> bool:
             hasattr(torch.ops.mkldnn, op) for op in ("_reorder_linear_weight", "_linear_pointwise"))
     except (AttributeError, RuntimeError): return False
 
-PACKABLE = (torch.float32, torch.bfloat16)
+@functools.cache
+def _bfloat16_packs() -> bool:
+    "oneDNN packs bfloat16 only where the CPU has the instructions for it (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): try it."
+    try: torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), 1); return True
+    except RuntimeError: return False
+
+def packable_dtypes() -> tuple[torch.dtype, ...]:
+    "The weight dtypes oneDNN packs on this machine: float32, and bfloat16 where the CPU can; none without the operators."
+    if not cpu_packing_available(): return ()
+    return (torch.float32, torch.bfloat16) if _bfloat16_packs() else (torch.float32,)
+
+def _dtype_names(dtypes) -> str: return "/".join(str(d).removeprefix("torch.") for d in dtypes) or "no"
 
 class PackedLinear(nn.Module):
     "An `nn.Linear` whose weight is packed once for oneDNN's CPU kernels (inference only); `weight` unpacks it exactly."
     def __init__(self, linear: nn.Linear, batch_size: int = 4):
         super().__init__()
         w = linear.weight.detach()
-        if w.device.type != "cpu" or w.dtype not in PACKABLE:
-            raise ValueError(f"only float32/bfloat16 weights on the CPU can be packed, not {w.dtype} on {w.device}")
+        if w.device.type != "cpu" or w.dtype not in packable_dtypes():
+            raise ValueError(f"only {_dtype_names(packable_dtypes())} weights on the CPU can be packed here, not {w.dtype} on {w.device}")
         self.in_features, self.out_features, self.batch_size = linear.in_features, linear.out_features, batch_size
         self.train(linear.training)
         self.register_buffer("packed", None, persistent=False)                 # the packed weight, on the CPU
@@ -292,8 +320,8 @@ class PackedLinear(nn.Module):
         return torch.ops.mkldnn._linear_pointwise(eye, self.packed, None, "none", [], "").t()
 
     def _set_weight(self, w: torch.Tensor) -> None:
-        "Pack `w` if it is a float32/bfloat16 CPU weight, else keep it plain."
-        if w.device.type == "cpu" and w.dtype in PACKABLE: self.packed, self.plain = torch.ops.mkldnn._reorder_linear_weight(w, self.batch_size), None
+        "Pack `w` if it is a CPU weight of a dtype this machine packs (`packable_dtypes`), else keep it plain."
+        if w.device.type == "cpu" and w.dtype in packable_dtypes(): self.packed, self.plain = torch.ops.mkldnn._reorder_linear_weight(w, self.batch_size), None
         else: self.packed, self.plain = None, w
 
     def _apply(self, fn, recurse=True):                                        # .to(), .half(), .cuda(), ...
@@ -343,7 +371,7 @@ def unpack_for_cpu(model: nn.Module) -> nn.Module:
     return stream_friendly_layout(_swap_linears(model, plain))                 # which also ties the head again
 
 def pack_for_cpu(model: nn.Module, batch_size: int = 4, min_weights: int = 1 << 18) -> nn.Module:
-    """Replace each `nn.Linear` of a CPU model (float32/bfloat16) with at least `min_weights` weights by a `PackedLinear`, in place.
+    """Replace each `nn.Linear` of a CPU model (a dtype of `packable_dtypes()`) with at least `min_weights` weights by a `PackedLinear`, in place.
     Inference only: packed weights are buffers (no gradients; a training-mode forward raises), and the head is packed
     from the embedding as it is now (`unpack_for_cpu` undoes it all)."""
     if not cpu_packing_available(): raise RuntimeError("this PyTorch has no oneDNN packed linear operators")

@@ -39,12 +39,14 @@ def _trace_step(raw: torch.Tensor, processed: torch.Tensor, token: torch.Tensor,
 # %% ../nbs/06_generation.ipynb #20988ae8
 class NonFiniteLogitsError(ValueError):
     "The model's output holds NaN or inf: no token can be chosen from it."
+    def __init__(self, message: str = "the model's logits hold NaN or inf: its weights may hold NaN/inf (a checkpoint from a "
+                                      "training run that diverged?), or half precision overflowed (try --dtype float32)"):
+        super().__init__(message)
 
 def check_logits(logits: torch.Tensor) -> torch.Tensor:
     "`logits` unchanged if all are finite; otherwise `NonFiniteLogitsError` saying what to do."
     if not math.isfinite(float(logits.sum(dtype=torch.float32))):        # a NaN or inf anywhere spreads to the sum
-        raise NonFiniteLogitsError("the model's logits hold NaN or inf: its weights may hold NaN/inf (a checkpoint from a "
-                                   "training run that diverged?), or half precision overflowed (try --dtype float32)")
+        raise NonFiniteLogitsError()
     return logits
 
 # %% ../nbs/06_generation.ipynb #4a935429

@@ -133,8 +133,8 @@ def _first_stop(text: str, stops: Sequence[str]) -> int:
 
 def _pack_if_cpu(model: GPT2Model) -> GPT2Model:
     "Pack a CPU model's weights for oneDNN where this PyTorch can (performance notebook); otherwise leave it as it is."
-    from gpt2_learn.fast import cpu_packing_available, pack_for_cpu
-    if model.device.type != "cpu" or model.dtype not in (torch.float32, torch.bfloat16) or not cpu_packing_available(): return model
+    from gpt2_learn.fast import pack_for_cpu, packable_dtypes
+    if model.device.type != "cpu" or model.dtype not in packable_dtypes(): return model
     try: pack_for_cpu(model)
     except Exception as e: warnings.warn(f"the weights could not be packed for the CPU ({_one_line(e)}); using the plain kernels")
     return model

@@ -5,7 +5,7 @@ import torch
 from conftest import hf_processors, make_hf_model, ours_from_hf
 from gpt2_learn.config import InferenceConfig
 from gpt2_learn.fast import fast_generate, fast_path_supports, get_decoder, sample_exponential, decode_floor_ms
-from gpt2_learn.generation import generate_ids, pad_left
+from gpt2_learn.generation import NonFiniteLogitsError, generate, generate_ids, pad_left
 from gpt2_learn.config import GPT2Config
 
 P = torch.randint(0, 50257, (1, 16), generator=torch.Generator().manual_seed(9))
@@ -35,6 +35,44 @@ def test_static_step_stops_at_eos(hf_small):
     info = {}
     toks = list(fast_generate(ours, P, 10, InferenceConfig(do_sample=False, repetition_penalty=1.0), info=info))
     assert [int(t) for t in toks] == [50256] and info["stop_reason"] == "eos"
+
+
+def test_logits_turning_nan_mid_run_stop_both_loops_at_the_same_token(hf_small):
+    "A NaN position embedding reached by one row of a padded batch at its 6th new token: no token from NaN is yielded."
+    clean, poisoned = ours_from_hf(hf_small), ours_from_hf(hf_small)
+    with torch.no_grad(): poisoned.wpe.weight[20] = float("nan")           # row 0 (16 tokens) reads position 20 with token 5
+    ids, mask = pad_left([P[0].tolist(), P[0, :3].tolist()])
+    for sampled in (False, True):
+        cfg = InferenceConfig(do_sample=sampled, seed=1)
+        for run in (lambda: fast_generate(poisoned, ids, 12, cfg, mask), lambda: generate(poisoned, ids, 12, cfg, mask, fast=False)):
+            got = []
+            with pytest.raises(NonFiniteLogitsError, match="NaN or inf"): got.extend(run())
+            assert len(got) == 5
+        if not sampled:                                                      # the tokens before it are the clean model's
+            assert torch.equal(torch.stack(got, 1), generate_ids(clean, ids, 5, cfg, mask, fast=False)[:, 16:])
+    assert len(list(fast_generate(clean, ids, 12, InferenceConfig(do_sample=False), mask))) == 12   # the decoder is fine after it
+
+
+def test_rows_finish_at_eos_one_by_one_as_in_the_ordinary_loop(hf_small):
+    ours = ours_from_hf(hf_small)
+    ids, mask = pad_left([P[0].tolist(), P[0, :3].tolist(), P[0, 5:11].tolist()])
+    plain = generate_ids(ours, ids, 30, InferenceConfig(do_sample=False, eos_token_id=None), mask, fast=False)[:, 16:]
+    eos = int(plain[1, 4])                                                   # row 1 emits it at step 5: call it <|endoftext|>
+    cfg = InferenceConfig(do_sample=False, eos_token_id=eos)
+    info = {}
+    got = torch.stack(list(fast_generate(ours, ids, 30, cfg, mask, info=info)), 1)
+    want = generate_ids(ours, ids, 30, cfg, mask, fast=False)[:, 16:]
+    assert torch.equal(got, want) and (got[1, 4:] == eos).all()
+    assert info.get("stop_reason") == ("eos" if got.shape[1] < 30 else None)   # (generate sets the other reasons)
+
+
+def test_yielded_tokens_are_copies(hf_small):
+    "The decoder is reused by the next call with the same shapes: what an earlier call yielded must not change."
+    ours, cfg = ours_from_hf(hf_small), InferenceConfig(do_sample=False)
+    first = list(fast_generate(ours, P, 10, cfg))
+    kept = [t.clone() for t in first]
+    list(fast_generate(ours, P.flip(1), 10, cfg))
+    assert all(torch.equal(a, b) for a, b in zip(first, kept))
 
 
 def test_sampled_tokens_are_seeded_and_follow_the_pipeline(hf_small):
