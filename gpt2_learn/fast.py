@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_performance.ipynb #d9dafb6b
 from __future__ import annotations
-import ctypes, functools, math, warnings
+import copy, ctypes, functools, math, warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -341,6 +341,19 @@ class PackedLinear(nn.Module):
         now = self.packed if self.packed is not None else self.plain
         if self.bias is not None: self.bias = state_dict[prefix + "bias"].detach().to(self.bias).clone()
         self._set_weight(state_dict[prefix + "weight"].detach().to(device=now.device, dtype=now.dtype))
+
+    def __deepcopy__(self, memo):
+        "A copy with a packed weight of its own (oneDNN's packed tensors cannot be deep-copied as they are)."
+        new = self.__class__.__new__(self.__class__)
+        memo[id(self)] = new
+        new.__dict__ = {k: copy.deepcopy(v, memo) for k, v in self.__dict__.items() if k != "_buffers"}
+        new._buffers = {"packed": None, "plain": None, "bias": None if self.bias is None else self.bias.clone()}
+        new._set_weight(self.weight.clone())
+        return new
+
+    def num_weights(self) -> int:
+        "The values this layer holds (weight and bias), which are buffers here, not parameters."
+        return self.in_features * self.out_features + (self.out_features if self.bias is not None else 0)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, packed={self.packed is not None}"

@@ -91,12 +91,16 @@ def load_model(model_path: str | Path | None = None, device: str | torch.device 
     try:
         if name is None: return load_bundled_model(device, dtype), load_tokenizer()
         path = Path(name).expanduser()
-        looks_local = path.suffix in CHECKPOINT_SUFFIXES + HF_SUFFIXES or name.startswith((".", "/", "~")) or "\\" in name
+        looks_local = (path.suffix in CHECKPOINT_SUFFIXES + HF_SUFFIXES or name.startswith((".", "/", "~")) or "\\" in name
+                       or name.count("/") > 1)                   # a hub id is "name" or "owner/name"
         if not path.exists() and looks_local:
             raise FileNotFoundError(f"model not found: {name} (give a .pth checkpoint, an HF folder, a .safetensors/.bin file, "
                                     f"a hub id like gpt2, or no --model_path for the bundled model)")
         if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES: model = GPT2Model.from_checkpoint(path, device=device, dtype=dtype)
-        else: model = GPT2Model.from_pretrained(path if path.exists() else name, device=device, dtype=dtype)
+        elif path.exists(): model = GPT2Model.from_pretrained(path, device=device, dtype=dtype)
+        else:                                                    # "checkpoints/run1" could be either: say both
+            try: model = GPT2Model.from_pretrained(name, device=device, dtype=dtype)
+            except OSError as e: raise OSError(f"{_one_line(e)}; nor is {name!r} a file or folder here") from None
         folder = path if path.is_dir() else path.parent
         if path.exists() and _has_tokenizer_files(folder): return model, load_tokenizer(str(folder))
         return model, load_tokenizer()

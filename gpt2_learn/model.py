@@ -133,9 +133,14 @@ class GPT2Model(nn.Module):
         from gpt2_learn.weights import save_pretrained
         return save_pretrained(self, folder)
 
+    def __getstate__(self) -> dict:
+        "What copies and pickles keep: everything but the performance notebook's captured decoders (GPU graphs, streams)."
+        return {k: v for k, v in super().__getstate__().items() if k != "_static_decoders"}
+
     def num_params(self) -> int:
-        "Parameters, counting the tied head once."
-        return sum(p.numel() for p in self.parameters())
+        "Parameters, counting the tied head once (and weights packed for the CPU, which are kept as buffers)."
+        packed = sum(m.num_weights() for m in self.modules() if hasattr(m, "num_weights") and m is not self.lm_head)
+        return sum(p.numel() for p in self.parameters()) + packed
 
     def forward(self, input_ids: torch.Tensor, kv_cache=None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, last_only: bool = False, head: bool = True) -> torch.Tensor:

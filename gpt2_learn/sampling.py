@@ -59,7 +59,7 @@ def _top_p_sorted(logits: torch.Tensor, p: float) -> torch.Tensor:
     cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
     sorted_remove = cum <= (1 - p)
     sorted_remove[..., -1:] = 0                                            # keep the top token
-    remove = sorted_remove.scatter(1, sorted_idx, sorted_remove)
+    remove = sorted_remove.scatter(-1, sorted_idx, sorted_remove)
     return logits.masked_fill(remove, float("-inf"))
 
 def _top_p_few(logits: torch.Tensor, p: float) -> torch.Tensor | None:
@@ -99,9 +99,9 @@ def typical_filter(logits: torch.Tensor, mass: float) -> torch.Tensor:
     sorted_scores, sorted_idx = torch.sort(shifted, descending=False)
     cum = logits.gather(-1, sorted_idx).softmax(dim=-1).cumsum(dim=-1)
     last = (cum < mass).sum(dim=-1).clamp_(max=logits.shape[-1] - 1)       # (B,)
-    sorted_remove = sorted_scores > sorted_scores.gather(1, last.view(-1, 1))
+    sorted_remove = sorted_scores > sorted_scores.gather(-1, last[..., None])
     sorted_remove[..., :1] = 0                                             # keep the most typical token
-    remove = sorted_remove.scatter(1, sorted_idx, sorted_remove)
+    remove = sorted_remove.scatter(-1, sorted_idx, sorted_remove)
     return logits.masked_fill(remove, float("-inf"))
 
 # %% ../nbs/05_sampling.ipynb #84b9e38e

@@ -170,8 +170,9 @@ def unigram_entropy(tokens, vocab_size: int = 50257) -> float:
 
 @torch.no_grad()
 def evaluate(model: GPT2Model, tokens, block_size: int | None = None, batch_size: int = 8,
-             max_tokens: int | None = None) -> float:
-    "Mean next-token cross-entropy (nats) of `model` over `tokens`, in consecutive non-overlapping windows."
+             max_tokens: int | None = None, seen: SeenVocabLoss | None = None) -> float:
+    """Mean next-token cross-entropy (nats) of `model` over `tokens`, in consecutive non-overlapping windows.
+    `seen`: the same number from the small softmax (`SeenVocabLoss.nll_sum`), for a model whose unseen rows are tied."""
     T = min(block_size or model.config.n_positions, model.config.n_positions)
     tokens = np.asarray(tokens[:max_tokens] if max_tokens else tokens, dtype=np.int64)
     n_win = (len(tokens) - 1) // T
@@ -181,8 +182,10 @@ def evaluate(model: GPT2Model, tokens, block_size: int | None = None, batch_size
     for s in range(0, n_win, batch_size):
         idx = np.arange(s, min(s + batch_size, n_win))[:, None] * T + np.arange(T + 1)[None]
         w = torch.from_numpy(tokens[idx]).to(model.device)
-        logits = model(w[:, :-1])
-        total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1), reduction="sum").item()
+        if seen is not None: total += seen.nll_sum(model, w[:, :-1], w[:, 1:])
+        else:
+            logits = model(w[:, :-1])
+            total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1), reduction="sum").item()
         count += w[:, 1:].numel()
     model.train(was_training)
     return total / count
@@ -212,6 +215,12 @@ class SeenVocabLoss:
     def __call__(self, model: GPT2Model, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = F.linear(model(input_ids, head=False), model.wte.weight[self.rows])   # (B, T, seen + 1)
         return lm_loss(logits.float() + self.offset, self.column[targets])
+
+    def nll_sum(self, model: GPT2Model, input_ids: torch.Tensor, targets: torch.Tensor) -> float:
+        "Summed full-vocabulary cross-entropy of any targets (held-out ones may be unseen: each scored by its own row), exact when tied."
+        h, w = model(input_ids, head=False), model.wte.weight
+        log_z = torch.logsumexp(F.linear(h, w[self.rows]).float() + self.offset.to(h.device), dim=-1)   # the small softmax's denominator
+        return float((log_z - (h * w[targets]).sum(-1).float()).sum())
 
 # %% ../nbs/09_train.ipynb #a95540c3
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

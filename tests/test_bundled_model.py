@@ -14,12 +14,16 @@ def model():
 
 def test_held_out_cross_entropy_is_at_most_60_percent_of_unigram_entropy(model, tmp_path_factory):
     "Rebuild the corpus from this Python, split it as training did, and measure on the held-out chunks."
-    from gpt2_learn.train import build_python_corpus, evaluate, prepare_data, unigram_entropy
+    from gpt2_learn.train import SeenVocabLoss, build_python_corpus, evaluate, prepare_data, unigram_entropy
     tmp = tmp_path_factory.mktemp("corpus")
     corpus = build_python_corpus(tmp / "python_corpus")
-    _, val, meta = prepare_data([corpus], tmp / "tokens")
+    train, val, meta = prepare_data([corpus], tmp / "tokens")
     assert len(val) > 100_000                      # the whole held-out split, not a sample
-    ce, h1 = evaluate(model, val, block_size=256), unigram_entropy(val)
+    seen, wte = SeenVocabLoss(train), model.wte.weight
+    assert torch.equal(wte[seen.unseen], wte[seen.unseen[:1]].expand(len(seen.unseen), -1))   # tied: the small softmax is exact
+    first = dict(block_size=256, max_tokens=16 * 256 + 1)                                     # ...and checked: the full softmax
+    assert abs(evaluate(model, val, **first, seen=seen) - evaluate(model, val, **first)) < 1e-4
+    ce, h1 = evaluate(model, val, block_size=256, seen=seen), unigram_entropy(val)
     assert 0 < ce <= 0.60 * h1, (ce, h1, ce / h1)
 
 

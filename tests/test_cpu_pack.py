@@ -103,6 +103,24 @@ def test_packs_only_big_weights_by_default(hf_124m, hf_small):
     assert [n for n, m in small.named_modules() if isinstance(m, PackedLinear)] == ["lm_head"]
 
 
+def test_a_packed_model_can_be_deep_copied(hf_small):
+    model = pack_for_cpu(ours_from_hf(hf_small), min_weights=0)
+    with torch.no_grad(): before = model(PROMPT)
+    twin = copy.deepcopy(model)
+    assert all(isinstance(m, PackedLinear) and m.packed is not None for m in linears(twin))
+    assert twin.lm_head.packed is not model.lm_head.packed
+    with torch.no_grad():
+        assert torch.equal(twin(PROMPT), before)
+        twin.h[0].mlp.c_fc.bias.add_(1.0)                                    # its own tensors: the original is untouched
+        assert not torch.equal(twin(PROMPT), before) and torch.equal(model(PROMPT), before)
+
+
+def test_a_packed_model_counts_the_same_parameters_as_transformers(packed_124m, hf_124m, hf_small):
+    assert packed_124m.num_params() == hf_124m.num_parameters() == 124_439_808       # head tied: counted once
+    every = pack_for_cpu(ours_from_hf(hf_small), min_weights=0)              # biases packed too
+    assert every.num_params() == hf_small.num_parameters()
+
+
 @needs_bf16_packing
 def test_bfloat16(hf_small):
     plain = ours_from_hf(hf_small).to(torch.bfloat16)

@@ -124,3 +124,17 @@ def test_supported_configs_and_decoder_cache(hf_small):
 def test_memory_floor():
     ms = decode_floor_ms(GPT2Config(), bandwidth_gb_s=1000, seq_len=0)
     assert ms == pytest.approx(124_439_808 * 2 / 1e12 * 1e3)
+
+
+def test_copies_of_a_model_leave_its_decoders_behind(hf_small):
+    "Captured decoders hold CUDA graphs and streams, which cannot be copied: a deep copy or pickle of the model skips them."
+    import copy, io
+    ours, cfg = ours_from_hf(hf_small), InferenceConfig(do_sample=False)
+    first = torch.stack(list(fast_generate(ours, P, 8, cfg)), 1)
+    assert ours.__dict__["_static_decoders"]
+    twin = copy.deepcopy(ours)
+    assert "_static_decoders" not in twin.__dict__ and ours.__dict__["_static_decoders"]
+    assert torch.equal(torch.stack(list(fast_generate(twin, P, 8, cfg)), 1), first)
+    assert twin._static_decoders and all(d.model is twin for d in twin._static_decoders.values())
+    buf = io.BytesIO(); torch.save(ours, buf); buf.seek(0)
+    assert "_static_decoders" not in torch.load(buf, weights_only=False).__dict__

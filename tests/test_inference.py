@@ -360,7 +360,8 @@ def test_bad_models_exit_1(capsys, micro_ckpt, tmp_path, monkeypatch):
     cases = [(tmp_path / "missing.pth", "model not found"), ("checkpoints/best_model.pth", "model not found"),
              (truncated, "truncated or corrupt"), (tmp_path / "garbage.pth", "truncated or corrupt"),
              (tmp_path / "bad.safetensors", "bad.safetensors"), (tmp_path / "other.pth", "not a gpt2_learn checkpoint"),
-             (tmp_path / "emptydir", "no model.safetensors")]
+             (tmp_path / "emptydir", "no model.safetensors"), ("runs/a/best", "model not found: runs/a/best"),   # not a hub id
+             ("checkpoints/run1", "nor is 'checkpoints/run1' a file or folder here")]               # either: both said
     for path, msg in cases:
         code, out, err = run_cli(capsys, "--model_path", path, "--prompt", "Hello")
         assert code == 1 and out == "", (path, err)

@@ -411,3 +411,12 @@ def test_multinomial_one_bad_probabilities_raise_like_torch(bad):
     with pytest.raises(RuntimeError) as theirs: torch.multinomial(probs, 1)
     with pytest.raises(RuntimeError) as ours: multinomial_one(probs)
     assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("name, f", [("top_k", lambda x: top_k_filter(x, 20)), ("top_p", lambda x: top_p_filter(x, 0.8)),
+                                     ("top_p after top_k", lambda x: top_p_filter(top_k_filter(x, 20), 0.8)),
+                                     ("min_p", lambda x: min_p_filter(x, 0.05)), ("typical", lambda x: typical_filter(x, 0.9))])
+def test_filters_take_one_row_as_well_as_a_batch(name, f):
+    "A single distribution (V,), as a learner passes it in a notebook, is filtered as the same row of a (1, V) batch."
+    row = rand_logits((50257,), 3)
+    assert torch.equal(f(row), f(row[None])[0]), name                      # (the batch form is checked against transformers above)
