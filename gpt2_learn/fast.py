@@ -111,7 +111,8 @@ class StaticDecoder:
         self.generator = torch.Generator(device=dev)
         self.eos = -1 if config.eos_token_id is None else config.eos_token_id
         self.weights = [_block_weights(b) for b in model.h]
-        self.graph = None
+        self.graph, self.run = None, None                                      # run: which fast_generate owns the decoder now
+        self.poisoned = False                                                  # True after NaN/inf reached the cache
         self.stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None   # where the steps run (see fast_generate)
         self.events = [torch.cuda.Event(), torch.cuda.Event()] if dev.type == "cuda" else None
         unit, options, self.block_kw = COMPILE_MODES[compile]
@@ -176,14 +177,21 @@ class StaticDecoder:
 def prefill(dec: StaticDecoder, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, seed: int | None) -> torch.Tensor:
     "Run the prompt into the decoder's cache, reset its state, and return the first new token (B,)."
     B, T0 = input_ids.shape
-    if dec.stream is not None: torch.cuda.current_stream().wait_stream(dec.stream)   # an earlier run's last step is done
+    dev = dec.model.device
+    if dec.stream is not None: torch.cuda.current_stream(dev).wait_stream(dec.stream)   # an earlier run's last step is done
     dec.cache.reset(); dec.unfinished.fill_(True); dec.seq.zero_(); dec.pad_mask.fill_(True)
+    dec.out.fill_(-2)                                                        # "not written yet": reading one is a bug, and says so
+    if dec.poisoned: dec.cache.k.zero_(); dec.cache.v.zero_()                # NaN left by a failed run: attention reads masked columns too (0 x NaN = NaN)
+    dec.poisoned = True                                                      # until this prompt's logits prove finite
     dec.seq[:, :T0] = input_ids
     if attention_mask is not None: dec.pad_mask[:, :T0] = attention_mask.bool()
-    if dec.generator is None: torch.cuda.manual_seed(seed) if seed is not None else None
+    if dec.generator is None:
+        if seed is not None:
+            with torch.cuda.device(dev): torch.cuda.manual_seed(seed)
     elif seed is not None: dec.generator.manual_seed(seed)
     else: dec.generator.seed()
     logits = check_logits(dec.model(input_ids, kv_cache=dec.cache, attention_mask=attention_mask, last_only=True)[:, -1])
+    dec.poisoned = False
     valid = dec.pad_mask & (dec.columns < T0)
     first, _ = dec.choose(logits, valid)
     dec.unfinished &= first != dec.eos
@@ -195,17 +203,18 @@ def prefill(dec: StaticDecoder, input_ids: torch.Tensor, attention_mask: torch.T
 # %% ../nbs/10_performance.ipynb #ce9ce6a0
 def capture(dec: StaticDecoder, warmup: int = 3) -> StaticDecoder:
     "Record `dec.step()` in a CUDA graph (`dec.graph`); `dec.graph.replay()` (what `dec.launch()` calls) then runs a whole step."
-    saved = [t.clone() for t in (dec.token, dec.write_idx, dec.pos_ids, dec.unfinished)]
-    s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s), torch.no_grad():
-        for _ in range(warmup): dec.step()
-    torch.cuda.current_stream().wait_stream(s)
-    for t, v in zip((dec.token, dec.write_idx, dec.pos_ids, dec.unfinished), saved): t.copy_(v)
-    dec.graph = torch.cuda.CUDAGraph()
-    if hasattr(dec.graph, "register_generator_state"): dec.graph.register_generator_state(dec.generator)
-    else: dec.generator = None                                  # older torch: the default CUDA generator (seeded globally)
-    with torch.cuda.graph(dec.graph), torch.no_grad(): dec.step()
-    for t, v in zip((dec.token, dec.write_idx, dec.pos_ids, dec.unfinished), saved): t.copy_(v)
+    with torch.cuda.device(dec.model.device):                   # the model's GPU, whichever is current
+        saved = [t.clone() for t in (dec.token, dec.write_idx, dec.pos_ids, dec.unfinished)]
+        s = torch.cuda.Stream(); s.wait_stream(torch.cuda.current_stream()); s.wait_stream(dec.stream)
+        with torch.cuda.stream(s), torch.no_grad():
+            for _ in range(warmup): dec.step()
+        torch.cuda.current_stream().wait_stream(s)
+        for t, v in zip((dec.token, dec.write_idx, dec.pos_ids, dec.unfinished), saved): t.copy_(v)
+        dec.graph = torch.cuda.CUDAGraph()
+        if hasattr(dec.graph, "register_generator_state"): dec.graph.register_generator_state(dec.generator)
+        else: dec.generator = None                              # older torch: the default CUDA generator (seeded globally)
+        with torch.cuda.graph(dec.graph), torch.no_grad(): dec.step()
+        for t, v in zip((dec.token, dec.write_idx, dec.pos_ids, dec.unfinished), saved): t.copy_(v)
     return dec
 
 def _cache_len(n: int, n_ctx: int) -> int:
@@ -248,16 +257,20 @@ def fast_generate(model, input_ids: torch.Tensor, n_new: int, config: InferenceC
     B, T0 = input_ids.shape
     dec = get_decoder(model, B, T0 + n_new, config, compile)
     prefill(dec, input_ids, attention_mask, config.seed)                      # token 1, in column T0 of dec.out
+    run = dec.run = object()                                                  # this run's: a newer one takes the decoder over
     info = info if info is not None else {}
-    eos, caller = config.eos_token_id, torch.cuda.current_stream() if dec.stream is not None else None
+    eos, caller = config.eos_token_id, torch.cuda.current_stream(model.device) if dec.stream is not None else None
     if caller is not None: dec.stream.wait_stream(caller)                     # the steps start after the prefill
     try:
         for i in range(1, n_new + 1):
+            if dec.run is not run: raise RuntimeError("a newer generation with the same model and shapes took over this one's "
+                                                      "decoder: finish or close one generator before starting the next")
             if i < n_new: dec.launch()                                        # queue the step that makes token i+1...
             if caller is not None and i > 1: caller.wait_event(dec.events[1 if i < n_new else 0])  # ...wait for token i's
             column = dec.out[:, T0 + i - 1]
             values = column.tolist()
-            if min(values) < 0: raise NonFiniteLogitsError()
+            if min(values) == -1: dec.poisoned = True; raise NonFiniteLogitsError()
+            if min(values) < 0: raise RuntimeError("the fast path read a token before its step had run: a bug, please report it")
             info["new_tokens"] = i
             yield column.clone()
             if eos is not None and all(v == eos for v in values): info["stop_reason"] = "eos"; return
@@ -275,7 +288,10 @@ def cpu_packing_available() -> bool:
 @functools.cache
 def _bfloat16_packs() -> bool:
     "oneDNN packs bfloat16 only where the CPU has the instructions for it (AVX-512 BW/VL/DQ or AVX-NE-CONVERT): try it."
-    try: torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), 1); return True
+    try:
+        w = torch.ops.mkldnn._reorder_linear_weight(torch.zeros(8, 8, dtype=torch.bfloat16), 1)
+        torch.ops.mkldnn._linear_pointwise(torch.zeros(1, 8, dtype=torch.bfloat16), w, None, "none", [], "")
+        return True
     except RuntimeError: return False
 
 def packable_dtypes() -> tuple[torch.dtype, ...]:

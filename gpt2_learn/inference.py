@@ -100,7 +100,9 @@ def load_model(model_path: str | Path | None = None, device: str | torch.device 
         elif path.exists(): model = GPT2Model.from_pretrained(path, device=device, dtype=dtype)
         else:                                                    # "checkpoints/run1" could be either: say both
             try: model = GPT2Model.from_pretrained(name, device=device, dtype=dtype)
-            except OSError as e: raise OSError(f"{_one_line(e)}; nor is {name!r} a file or folder here") from None
+            except OSError as e:
+                if "Hugging Face hub" not in str(e): raise
+                raise OSError(f"{_one_line(e)}; nor is {name!r} a file or folder here") from None
         folder = path if path.is_dir() else path.parent
         if path.exists() and _has_tokenizer_files(folder): return model, load_tokenizer(str(folder))
         return model, load_tokenizer()

@@ -133,6 +133,11 @@ class GPT2Model(nn.Module):
         from gpt2_learn.weights import save_pretrained
         return save_pretrained(self, folder)
 
+    def _apply(self, fn, recurse=True):
+        "`.to()`, `.half()`, `.cuda()`, ...: the layout that suits the new dtype and device; captured decoders (old tensors) go."
+        self.__dict__.pop("_static_decoders", None)
+        return stream_friendly_layout(super()._apply(fn, recurse))
+
     def __getstate__(self) -> dict:
         "What copies and pickles keep: everything but the performance notebook's captured decoders (GPU graphs, streams)."
         return {k: v for k, v in super().__getstate__().items() if k != "_static_decoders"}
@@ -163,11 +168,13 @@ class GPT2Model(nn.Module):
 
 # %% ../nbs/02_model.ipynb #df70ff14
 def stream_friendly_layout(model: nn.Module) -> nn.Module:
-    "Store each Linear/Embedding weight with its longer side contiguous (same values and shapes); keep the head tied."
+    """Float32 weights on the CPU: each Linear/Embedding weight with its longer side contiguous; any other dtype or device:
+    row after row, as `nn.Linear` makes them. Same values and shapes; the head kept tied."""
     for m in model.modules():
         if isinstance(m, (nn.Linear, nn.Embedding)):
             w = m.weight
-            want_columns = w.shape[0] >= w.shape[1]                    # out >= in: make `out` the contiguous side
+            cpu_fp32 = w.dtype == torch.float32 and w.device.type in ("cpu", "meta")
+            want_columns = cpu_fp32 and w.shape[0] >= w.shape[1]       # out >= in: make `out` the contiguous side
             if want_columns and w.stride(0) != 1: m.weight = nn.Parameter(w.data.t().contiguous().t(), requires_grad=w.requires_grad)
             elif not want_columns and w.stride(1) != 1: m.weight = nn.Parameter(w.data.contiguous(), requires_grad=w.requires_grad)
     if isinstance(getattr(model, "lm_head", None), nn.Linear): model.lm_head.weight = model.wte.weight

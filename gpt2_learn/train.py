@@ -219,8 +219,9 @@ class SeenVocabLoss:
     def nll_sum(self, model: GPT2Model, input_ids: torch.Tensor, targets: torch.Tensor) -> float:
         "Summed full-vocabulary cross-entropy of any targets (held-out ones may be unseen: each scored by its own row), exact when tied."
         h, w = model(input_ids, head=False), model.wte.weight
+        if w.shape[0] != len(self.column): raise ValueError(f"the model has {w.shape[0]} tokens, this loss {len(self.column)}")
         log_z = torch.logsumexp(F.linear(h, w[self.rows]).float() + self.offset.to(h.device), dim=-1)   # the small softmax's denominator
-        return float((log_z - (h * w[targets]).sum(-1).float()).sum())
+        return float((log_z - (h.float() * w[targets].float()).sum(-1)).sum())
 
 # %% ../nbs/09_train.ipynb #a95540c3
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

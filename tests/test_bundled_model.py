@@ -20,10 +20,11 @@ def test_held_out_cross_entropy_is_at_most_60_percent_of_unigram_entropy(model, 
     train, val, meta = prepare_data([corpus], tmp / "tokens")
     assert len(val) > 100_000                      # the whole held-out split, not a sample
     seen, wte = SeenVocabLoss(train), model.wte.weight
-    assert torch.equal(wte[seen.unseen], wte[seen.unseen[:1]].expand(len(seen.unseen), -1))   # tied: the small softmax is exact
-    first = dict(block_size=256, max_tokens=16 * 256 + 1)                                     # ...and checked: the full softmax
-    assert abs(evaluate(model, val, **first, seen=seen) - evaluate(model, val, **first)) < 1e-4
-    ce, h1 = evaluate(model, val, block_size=256, seen=seen), unigram_entropy(val)
+    tied = torch.equal(wte[seen.unseen], wte[seen.unseen[:1]].expand(len(seen.unseen), -1))   # as trained (this Python's corpus):
+    if tied:                                                                                  # the small softmax is exact...
+        first = dict(block_size=256, max_tokens=16 * 256 + 1)                                 # ...and checked: the full softmax
+        assert abs(evaluate(model, val, **first, seen=seen) - evaluate(model, val, **first)) < 1e-4
+    ce, h1 = evaluate(model, val, block_size=256, seen=seen if tied else None), unigram_entropy(val)
     assert 0 < ce <= 0.60 * h1, (ce, h1, ce / h1)
 
 

@@ -50,7 +50,9 @@ def test_logits_turning_nan_mid_run_stop_both_loops_at_the_same_token(hf_small):
             assert len(got) == 5
         if not sampled:                                                      # the tokens before it are the clean model's
             assert torch.equal(torch.stack(got, 1), generate_ids(clean, ids, 5, cfg, mask, fast=False)[:, 16:])
-    assert len(list(fast_generate(clean, ids, 12, InferenceConfig(do_sample=False), mask))) == 12   # the decoder is fine after it
+    with torch.no_grad(): poisoned.wpe.weight[20] = clean.wpe.weight[20]    # mended: the same decoder runs on, as the clean model
+    cfg = InferenceConfig(do_sample=False)
+    assert torch.equal(torch.stack(list(fast_generate(poisoned, ids, 12, cfg, mask)), 1), generate_ids(clean, ids, 12, cfg, mask)[:, 16:])
 
 
 def test_rows_finish_at_eos_one_by_one_as_in_the_ordinary_loop(hf_small):
@@ -64,6 +66,38 @@ def test_rows_finish_at_eos_one_by_one_as_in_the_ordinary_loop(hf_small):
     want = generate_ids(ours, ids, 30, cfg, mask, fast=False)[:, 16:]
     assert torch.equal(got, want) and (got[1, 4:] == eos).all()
     assert info.get("stop_reason") == ("eos" if got.shape[1] < 30 else None)   # (generate sets the other reasons)
+
+
+def test_a_run_overtaken_on_its_decoder_says_so(hf_small):
+    "Two generators of the same shapes share one decoder: the older one, resumed after the newer started, must not yield garbage."
+    ours, cfg = ours_from_hf(hf_small), InferenceConfig(do_sample=False)
+    old = fast_generate(ours, P, 10, cfg)
+    next(old)
+    new = list(fast_generate(ours, P.flip(1), 10, cfg))
+    with pytest.raises(RuntimeError, match="took over"): next(old)
+    assert torch.equal(torch.stack(new, 1), generate_ids(ours, P.flip(1), 10, cfg, fast=False)[:, 16:])
+
+
+def test_a_token_not_yet_written_is_never_read(hf_small):
+    "Every column of the decoder's output starts as -2; a read of one the step has not written is an error, never a stale token."
+    ours, cfg = ours_from_hf(hf_small), InferenceConfig(do_sample=False)
+    list(fast_generate(ours, P, 10, cfg))
+    dec = next(iter(ours._static_decoders.values()))
+    real_step = dec.step
+    dec.step = lambda: None                                                  # a step that never ran
+    with pytest.raises(RuntimeError, match="before its step had run"): list(fast_generate(ours, P, 10, cfg))
+    dec.step = real_step
+
+
+def test_moving_a_model_drops_its_decoders(hf_small):
+    "A captured decoder holds the weights it was made with: after .double().float() (new tensors) it must not be reused."
+    ours, cfg = ours_from_hf(hf_small), InferenceConfig(do_sample=False)
+    list(fast_generate(ours, P, 10, cfg))
+    with torch.no_grad():
+        ours.double().float()
+        ours.h[0].mlp.c_fc.weight.mul_(2)                                    # new weights, in the new tensors
+    assert "_static_decoders" not in ours.__dict__
+    assert torch.equal(torch.stack(list(fast_generate(ours, P, 10, cfg)), 1), generate_ids(ours, P, 10, cfg, fast=False)[:, 16:])
 
 
 def test_yielded_tokens_are_copies(hf_small):

@@ -28,6 +28,8 @@ nb = nbformat.read(a.notebook, as_version=4)
 code = [c for c in nb.cells if c.cell_type == "code"]
 chosen = {c.id for c in code if (c.id in a.cells if a.cells is not None else not c.outputs) and not flagged(c.source)}
 if a.cells and (unknown := set(a.cells) - {c.id for c in code}): sys.exit(f"no code cell with id {', '.join(sorted(unknown))}")
+if a.cells and (skipped := sorted(c.id for c in code if c.id in a.cells and flagged(c.source))):
+    print(f"not refreshed (flagged in tst_flags, so skipped here): {', '.join(skipped)}")
 if not chosen: sys.exit("nothing to refresh")
 
 work = copy.deepcopy(nb)
@@ -48,3 +50,4 @@ nbformat.write(nb, a.notebook)
 print(f"refreshed {len(chosen)} cell(s): {', '.join(sorted(chosen))}")
 subprocess.run(["nbdev_clean", "--fname", str(a.notebook)], check=True, cwd=root)
 subprocess.run(["nbdev_export"], check=True, cwd=root)
+if a.notebook.resolve() == (root / "nbs" / "index.ipynb").resolve(): subprocess.run([sys.executable, "tools/make_readme.py"], check=True, cwd=root)
