@@ -132,7 +132,7 @@ def test_bfloat16(hf_small):
 
 def test_bfloat16_is_as_close_to_float32_as_transformers_own_bfloat16(hf_124m):
     "bf16 rounds, so the oracle is transformers in float32: ours in bf16 (plain and packed) errs no more than transformers in bf16."
-    ids = torch.randint(0, 50257, (4, 24), generator=torch.Generator().manual_seed(9))
+    ids = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(9))
     with torch.no_grad():
         ref = hf_124m(ids).logits
         theirs = copy.deepcopy(hf_124m).to(torch.bfloat16)(ids).logits.float()
