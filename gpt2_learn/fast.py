@@ -269,8 +269,9 @@ def fast_generate(model, input_ids: torch.Tensor, n_new: int, config: InferenceC
             if caller is not None and i > 1: caller.wait_event(dec.events[1 if i < n_new else 0])  # ...wait for token i's
             column = dec.out[:, T0 + i - 1]
             values = column.tolist()
-            if min(values) == -1: dec.poisoned = True; raise NonFiniteLogitsError()
-            if min(values) < 0: raise RuntimeError("the fast path read a token before its step had run: a bug, please report it")
+            lowest = min(values)
+            if lowest == -1: dec.poisoned = True; raise NonFiniteLogitsError()
+            if lowest < 0: raise RuntimeError("the fast path read a token before its step had run: a bug, please report it")
             info["new_tokens"] = i
             yield column.clone()
             if eos is not None and all(v == eos for v in values): info["stop_reason"] = "eos"; return

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 from nbconvert.preprocessors import ExecutePreprocessor
+sys.path.insert(0, str(Path(__file__).parent)); from nb_outputs import merge_streams
 
 root = Path(__file__).resolve().parent.parent
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,11 +42,7 @@ ExecutePreprocessor(timeout=1200).preprocess(work, {"metadata": {"path": str(a.n
 fresh = {c.id: c for c in work.cells if c.cell_type == "code"}
 for c in code:
     if c.id not in chosen: continue
-    outs = []
-    for o in fresh[c.id].outputs:                                          # a streamed print arrives in pieces: one output per stream
-        if outs and o.output_type == "stream" == outs[-1].output_type and o.name == outs[-1].name: outs[-1].text += o.text
-        else: outs.append(o)
-    c.outputs = outs
+    c.outputs = merge_streams(fresh[c.id].outputs)
 nbformat.write(nb, a.notebook)
 print(f"refreshed {len(chosen)} cell(s): {', '.join(sorted(chosen))}")
 subprocess.run(["nbdev_clean", "--fname", str(a.notebook)], check=True, cwd=root)

@@ -8,14 +8,11 @@ for nb in "$@"; do
     --ExecutePreprocessor.timeout=1200 "$nb"
   python3 - "$nb" <<'PY'
 import json, sys
+sys.path.insert(0, "tools"); from nb_outputs import merge_streams
 p = sys.argv[1]; nb = json.load(open(p)); changed = nb.get("metadata", {}).pop("widgets", None) is not None
-for cell in nb["cells"]:                     # a streamed print arrives in many pieces: one output per stream
-    merged = []
-    for out in cell.get("outputs", []):
-        if merged and out.get("output_type") == "stream" == merged[-1].get("output_type") and out["name"] == merged[-1]["name"]:
-            merged[-1]["text"] = ("".join(merged[-1]["text"]) + "".join(out["text"])).splitlines(True); changed = True
-        else: merged.append(out)
-    if "outputs" in cell: cell["outputs"] = merged
+for cell in nb["cells"]:
+    if "outputs" in cell:
+        merged = merge_streams(cell["outputs"]); changed |= len(merged) != len(cell["outputs"]); cell["outputs"] = merged
 if changed: open(p, "w").write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
 PY
   nbdev_clean --fname "$nb"
