@@ -15,7 +15,7 @@ meta = run["meta"]
 
 
 def pick(model, batch, mode, impl=None, best_compiled=False):
-    cands = [r for r in rows if (r["model"], r["batch"], r["mode"]) == (model, batch, mode)]
+    cands = [r for r in rows if (r["model"], r["batch"], r["mode"]) == (model, batch, mode) and "fell_back" not in r]
     if best_compiled: cands = sorted((r for r in cands if r["impl"].startswith("graph+compile")), key=lambda r: -r["tok_s"])
     else: cands = [r for r in cands if r["impl"] == impl]
     return cands[0] if cands else None
@@ -66,4 +66,6 @@ for m, best in (("gpt2", g1), ("gpt2-xl", gx)):
         ok = tests.get(f"fast path vs eager (fp32): {best['impl']}")
         print(f"fastest mode for {m} (batch 1 greedy): {best['impl']}; its fp32 test against the eager loop: "
               f"{'PASS' if ok else 'FAIL' if ok is False else 'not run'}")
+for r in rows:
+    if "fell_back" in r: print(f"left out, fell back to a slower path: {r['model']} b{r['batch']} {r['mode']} {r['impl']}: {r['fell_back'][0]}")
 print("tests:", ", ".join(f"{t['name']}: {'PASS' if t['ok'] else 'FAIL'}" for t in run["tests"]))

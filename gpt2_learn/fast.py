@@ -213,7 +213,12 @@ def capture(dec: StaticDecoder, warmup: int = 3) -> StaticDecoder:
         dec.graph = torch.cuda.CUDAGraph()
         if hasattr(dec.graph, "register_generator_state"): dec.graph.register_generator_state(dec.generator)
         else: dec.generator = None                              # older torch: the default CUDA generator (seeded globally)
-        with torch.cuda.graph(dec.graph), torch.no_grad(): dec.step()
+        caller = torch.cuda.current_stream()
+        try:                                                    # captured on `s`, a stream of the model's GPU (not torch's shared one)
+            with torch.cuda.graph(dec.graph, stream=s), torch.no_grad(): dec.step()
+        except BaseException:
+            torch.cuda.set_stream(caller)                       # a capture that fails to end leaves its stream current
+            raise
         for t, v in zip((dec.token, dec.write_idx, dec.pos_ids, dec.unfinished), saved): t.copy_(v)
     return dec
 
@@ -238,7 +243,7 @@ def get_decoder(model, batch_size: int, needed_len: int, config: InferenceConfig
                 try: capture(dec)
                 except Exception as e:                                       # still correct, only slower
                     warnings.warn(f"CUDA graph capture failed ({_why(e)}); decoding without a graph")
-                    dec.graph = None
+                    dec.graph, dec.generator = None, torch.Generator(device=model.device)   # not the one the failed capture held
         else:
             try:
                 dec = StaticDecoder(model, batch_size, L, config, compile=compile)
@@ -259,14 +264,15 @@ def fast_generate(model, input_ids: torch.Tensor, n_new: int, config: InferenceC
     prefill(dec, input_ids, attention_mask, config.seed)                      # token 1, in column T0 of dec.out
     run = dec.run = object()                                                  # this run's: a newer one takes the decoder over
     info = info if info is not None else {}
-    eos, caller = config.eos_token_id, torch.cuda.current_stream(model.device) if dec.stream is not None else None
-    if caller is not None: dec.stream.wait_stream(caller)                     # the steps start after the prefill
+    eos, on_gpu = config.eos_token_id, dec.stream is not None
+    reader = (lambda: torch.cuda.current_stream(model.device)) if on_gpu else None   # the consumer's stream at each token
+    if on_gpu: dec.stream.wait_stream(reader())                               # the steps start after the prefill
     try:
         for i in range(1, n_new + 1):
             if dec.run is not run: raise RuntimeError("a newer generation with the same model and shapes took over this one's "
                                                       "decoder: finish or close one generator before starting the next")
             if i < n_new: dec.launch()                                        # queue the step that makes token i+1...
-            if caller is not None and i > 1: caller.wait_event(dec.events[1 if i < n_new else 0])  # ...wait for token i's
+            if on_gpu and i > 1: reader().wait_event(dec.events[1 if i < n_new else 0])  # ...wait for token i's
             column = dec.out[:, T0 + i - 1]
             values = column.tolist()
             lowest = min(values)
@@ -276,7 +282,7 @@ def fast_generate(model, input_ids: torch.Tensor, n_new: int, config: InferenceC
             yield column.clone()
             if eos is not None and all(v == eos for v in values): info["stop_reason"] = "eos"; return
     finally:
-        if caller is not None: caller.wait_stream(dec.stream)                 # nothing of this run is left running
+        if on_gpu: reader().wait_stream(dec.stream)                          # nothing of this run is left running
 
 # %% ../nbs/10_performance.ipynb #cef6f665
 def cpu_packing_available() -> bool:

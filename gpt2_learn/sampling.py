@@ -109,6 +109,9 @@ def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, pena
                              mask: torch.Tensor | None = None) -> torch.Tensor:
     "CTRL penalty on tokens in `input_ids` (B, T): positive logits / penalty, negative * penalty; `mask` 0 = ignore."
     if not penalty > 0: raise ValueError(f"repetition_penalty must be > 0 (1 turns it off), got {penalty}")
+    if logits.dim() == 1:                                                  # one row (V,) and its ids (T,)
+        mask = None if mask is None else torch.atleast_2d(mask)
+        return apply_repetition_penalty(logits[None], torch.atleast_2d(input_ids), penalty, mask)[0]
     if input_ids.shape[0] != logits.shape[0]:
         raise ValueError(f"input_ids has {input_ids.shape[0]} rows but logits {logits.shape[0]}: one row of ids per row of logits")
     if penalty == 1.0: return logits
@@ -125,6 +128,8 @@ def apply_presence_frequency_penalty(logits: torch.Tensor, generated_ids: torch.
                                      presence: float = 0.0, frequency: float = 0.0) -> torch.Tensor:
     "OpenAI-style penalties over generated tokens (B, G): `logits - frequency*count - presence*(count > 0)`."
     if presence == 0 and frequency == 0: return logits
+    if logits.dim() == 1:                                                  # one row (V,) and its ids (G,)
+        return apply_presence_frequency_penalty(logits[None], torch.atleast_2d(generated_ids), presence, frequency)[0]
     counts = torch.zeros_like(logits).scatter_add_(1, generated_ids, torch.ones_like(generated_ids, dtype=logits.dtype))
     return logits - (frequency * counts + presence * (counts > 0).to(logits.dtype))
 
@@ -132,6 +137,7 @@ def apply_presence_frequency_penalty(logits: torch.Tensor, generated_ids: torch.
 def no_repeat_ngram_filter(logits: torch.Tensor, input_ids: torch.Tensor, n: int) -> torch.Tensor:
     "Ban (-inf) every token that would repeat an n-gram of `input_ids` (B, T); `n=0` is off."
     if n < 0: raise ValueError(f"no_repeat_ngram_size must be >= 0 (0 turns it off), got {n}")
+    if logits.dim() == 1: return no_repeat_ngram_filter(logits[None], torch.atleast_2d(input_ids), n)[0]   # one row (V,), ids (T,)
     T, V = input_ids.shape[-1], logits.shape[-1]
     if n == 0 or T < n: return logits
     prefix = input_ids[:, T + 1 - n:]                                      # (B, n-1) current suffix
@@ -150,6 +156,9 @@ def process_logits(logits: torch.Tensor, input_ids: torch.Tensor, config: Infere
                    prompt_len: int | None = None, mask: torch.Tensor | None = None, order: str = "hf") -> torch.Tensor:
     "Apply `config`'s penalties and (when sampling) warpers to logits (B, V), in transformers' order."
     if order not in ("hf", "temperature_last"): raise ValueError(f"order must be 'hf' or 'temperature_last', got {order!r}")
+    if logits.dim() == 1:                                                  # one row (V,) and its ids (T,)
+        mask = None if mask is None else torch.atleast_2d(mask)
+        return process_logits(logits[None], torch.atleast_2d(input_ids), config, prompt_len, mask, order)[0]
     logits = apply_repetition_penalty(logits, input_ids, config.repetition_penalty, mask)
     logits = no_repeat_ngram_filter(logits, input_ids, config.no_repeat_ngram_size)
     if config.presence_penalty != 0 or config.frequency_penalty != 0:

@@ -420,3 +420,20 @@ def test_filters_take_one_row_as_well_as_a_batch(name, f):
     "A single distribution (V,), as a learner passes it in a notebook, is filtered as the same row of a (1, V) batch."
     row = rand_logits((50257,), 3)
     assert torch.equal(f(row), f(row[None])[0]), name                      # (the batch form is checked against transformers above)
+
+
+IDS = torch.tensor([5, 9, 5, 17, 9, 40, 5])                     # ends in 5: 5 9 and 5 17 are bigrams to ban
+@pytest.mark.parametrize("name, f", [
+    ("repetition", lambda x, ids: apply_repetition_penalty(x, ids, 1.3)),
+    ("repetition, masked", lambda x, ids: apply_repetition_penalty(x, ids, 1.3, mask=(ids != 9).long())),
+    ("presence/frequency", lambda x, ids: apply_presence_frequency_penalty(x, ids, presence=0.4, frequency=0.7)),
+    ("n-gram", lambda x, ids: no_repeat_ngram_filter(x, ids, 2)),
+    ("process_logits", lambda x, ids: process_logits(x, ids, InferenceConfig(temperature=0.8, top_k=30, top_p=0.9, repetition_penalty=1.2,
+                                                                          no_repeat_ngram_size=2, presence_penalty=0.3, frequency_penalty=0.2),
+                                                    prompt_len=3, mask=torch.ones_like(ids)))])
+def test_penalties_take_one_row_as_well_as_a_batch(name, f):
+    "Logits (V,) with their ids (T,) are penalised as the same row of a (1, V) batch with ids (1, T); and something changed."
+    row = rand_logits((50257,), 4)
+    one, batch = f(row, IDS), f(row[None], IDS[None])[0]
+    assert one.shape == row.shape and torch.equal(one, batch), name
+    assert not torch.equal(one, row), name
