@@ -1,13 +1,14 @@
 """Ours vs transformers `generate`, side by side in one process (124M GPT-2 shape, random weights, CPU).
 
-    python bench/bench_cpu.py [--new_tokens 64] [--repeats 2] [--quick] [--dtype float32|bfloat16] [--json out.json]
+    python bench/bench_cpu.py [--new_tokens 64] [--repeats 2] [--quick] [--batches 1 8] [--prompts 16 512]
+                               [--dtype float32|bfloat16|float16] [--json out.json]
 
 Prints tokens/s of each and the ratio, for batch 1 and 8, prompts of 16 and 512 tokens, greedy and the
 reference guide's sampling (temperature 1.0, top_k 50, top_p 0.95, repetition_penalty 1.2): ours as
 `generate` runs a model handed to it, and ours with the weights packed for oneDNN (`pack_for_cpu`, what
-the CLI and `TextGenerator` do with the model they load); then our speedup from the KV cache (the same loop
+the CLI and `TextGenerator` do with the model they load, where oneDNN packs the dtype); then our speedup from the KV cache (the same loop
 recomputing the whole sequence every step). In float32 the greedy outputs of all three must be equal (asserted);
-in bfloat16 different kernels round differently, so the table says at which new token ours first differs and, there,
+in bfloat16 and float16 different kernels round differently, so the table says at which new token ours first differs and, there,
 by how much transformers in float32 prefers our token over transformers' (its logit minus theirs, same prefix; > 0: ours is float32's
 choice).
 """
@@ -20,7 +21,7 @@ from gpt2_learn.config import GPT2Config, InferenceConfig
 from gpt2_learn.generation import generate_ids
 from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
 from gpt2_learn.model import GPT2Model
-from gpt2_learn.fast import cpu_packing_available, pack_for_cpu
+from gpt2_learn.fast import cpu_packing_available, pack_for_cpu, packable_dtypes
 
 GUIDE = dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.2)
 
@@ -70,22 +71,25 @@ def main():
     ap.add_argument("--new_tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="batch 1, prompt 16 only")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    ap.add_argument("--prompts", type=int, nargs="+", default=[16, 512], help="prompt lengths")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     ap.add_argument("--json")
     args = ap.parse_args()
     dtype = getattr(torch, args.dtype)
     exact = dtype == torch.float32                                                # bf16: greedy equality reported, not asserted
     hf, ours = build(dtype=dtype)
     reference = None if exact else build()[0]                       # transformers in float32, to judge bf16 ties
-    packed = pack_for_cpu(copy.deepcopy(ours)) if cpu_packing_available() else None
+    packed = pack_for_cpu(copy.deepcopy(ours)) if cpu_packing_available() and dtype in packable_dtypes() else None   # as the CLI
     n = args.new_tokens
-    print(f"# CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
-          f"transformers {transformers.__version__}; 124M shape, {args.dtype}, {n} new tokens, best of {args.repeats}")
+    print(f"# CPU: {platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads; "
+          f"torch {torch.__version__}, transformers {transformers.__version__}; 124M shape, {args.dtype}, {n} new tokens, best of {args.repeats}"
+          + ("" if packed is not None else f"; not packed: oneDNN packs {'/'.join(str(d)[6:] for d in packable_dtypes()) or 'nothing'} here"))
     print(f"{'batch':>5} {'prompt':>6} {'mode':>8} {'transformers tok/s':>19} {'ours tok/s':>11} {'ratio':>6} "
           f"{'packed tok/s':>13} {'ratio':>6}" + ("" if exact else "  greedy = transformers (ours, packed)"))
     rows = []
-    for B in ([1] if args.quick else [1, 8]):
-        for T in ([16] if args.quick else [16, 512]):
+    for B in ([1] if args.quick else args.batches):
+        for T in ([16] if args.quick else args.prompts):
             ids = torch.randint(0, 50257, (B, T), generator=torch.Generator().manual_seed(B * 1000 + T))
             for sample in (False, True):
                 run_hf(hf, ids, 2, sample); run_ours(ours, ids, 2, sample)          # warm-up
@@ -121,7 +125,7 @@ def main():
         return
     print("\n# KV cache: ours with vs without the cache (greedy, batch 1, 16 new tokens)")
     print(f"{'prompt':>6} {'no cache tok/s':>15} {'cache tok/s':>12} {'speedup':>8}")
-    for T in ([16] if args.quick else [16, 512]):
+    for T in ([16] if args.quick else args.prompts):
         ids = torch.randint(0, 50257, (1, T), generator=torch.Generator().manual_seed(T))
         t_nc, a = timed(lambda: run_ours(ours, ids, 16, False, use_cache=False), 1)
         t_c, b = timed(lambda: run_ours(ours, ids, 16, False), args.repeats)
