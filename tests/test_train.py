@@ -123,7 +123,7 @@ def test_pieces():
 def test_resume_after_kill9_reaches_the_same_step(text_file, tmp_path):
     out = tmp_path / "ck"
     cmd = [sys.executable, "-m", "gpt2_learn.train", "--data", str(text_file), "--out_dir", str(out), *TINY,
-           "--max_steps", "60", "--eval_interval", "10", "--save_interval", "5"]
+           "--max_steps", "60", "--eval_interval", "10", "--save_interval", "5", "--output_vocab", "seen"]   # seen: 3x faster steps
     p = subprocess.Popen(cmd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (out / "last.pth").exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
