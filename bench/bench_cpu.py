@@ -85,8 +85,9 @@ def main():
     print(f"# CPU: {platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads; "
           f"torch {torch.__version__}, transformers {transformers.__version__}; 124M shape, {args.dtype}, {n} new tokens, best of {args.repeats}"
           + ("" if packed is not None else f"; not packed: oneDNN packs {'/'.join(str(d)[6:] for d in packable_dtypes()) or 'nothing'} here"))
-    print(f"{'batch':>5} {'prompt':>6} {'mode':>8} {'transformers tok/s':>19} {'ours tok/s':>11} {'ratio':>6} "
-          f"{'packed tok/s':>13} {'ratio':>6}" + ("" if exact else "  greedy = transformers (ours, packed)"))
+    print(f"{'batch':>5} {'prompt':>6} {'mode':>8} {'transformers tok/s':>19} {'ours tok/s':>11} {'ratio':>6}"
+          + ("" if packed is None else f" {'packed tok/s':>13} {'ratio':>6}")
+          + ("" if exact else "  greedy = transformers" + (" (ours)" if packed is None else " (ours, packed)")))
     rows = []
     for B in ([1] if args.quick else args.batches):
         for T in ([16] if args.quick else args.prompts):
@@ -112,6 +113,7 @@ def main():
                     line += "  " + ", ".join(r["greedy_same"])
                 rows.append(r)
                 print(line, flush=True)
+                if args.json: json.dump(rows, open(args.json, "w"), indent=1)     # after every row: a stopped run keeps its rows
     if not exact:                                                # the cache's speedup is measured in float32, outputs equal
         ids = torch.randint(0, 50257, (8, 16), generator=torch.Generator().manual_seed(8016))
         with torch.no_grad():

@@ -130,6 +130,8 @@ def apply_presence_frequency_penalty(logits: torch.Tensor, generated_ids: torch.
     if presence == 0 and frequency == 0: return logits
     if logits.dim() == 1:                                                  # one row (V,) and its ids (G,)
         return apply_presence_frequency_penalty(logits[None], torch.atleast_2d(generated_ids), presence, frequency)[0]
+    if generated_ids.shape[0] != logits.shape[0]:
+        raise ValueError(f"generated_ids has {generated_ids.shape[0]} rows but logits {logits.shape[0]}: one row of ids per row of logits")
     counts = torch.zeros_like(logits).scatter_add_(1, generated_ids, torch.ones_like(generated_ids, dtype=logits.dtype))
     return logits - (frequency * counts + presence * (counts > 0).to(logits.dtype))
 

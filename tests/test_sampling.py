@@ -430,10 +430,15 @@ IDS = torch.tensor([5, 9, 5, 17, 9, 40, 5])                     # ends in 5: 5 9
     ("n-gram", lambda x, ids: no_repeat_ngram_filter(x, ids, 2)),
     ("process_logits", lambda x, ids: process_logits(x, ids, InferenceConfig(temperature=0.8, top_k=30, top_p=0.9, repetition_penalty=1.2,
                                                                           no_repeat_ngram_size=2, presence_penalty=0.3, frequency_penalty=0.2),
-                                                    prompt_len=3, mask=torch.ones_like(ids)))])
+                                                    prompt_len=3, mask=(ids != 9).long()))])
 def test_penalties_take_one_row_as_well_as_a_batch(name, f):
     "Logits (V,) with their ids (T,) are penalised as the same row of a (1, V) batch with ids (1, T); and something changed."
     row = rand_logits((50257,), 4)
     one, batch = f(row, IDS), f(row[None], IDS[None])[0]
     assert one.shape == row.shape and torch.equal(one, batch), name
     assert not torch.equal(one, row), name
+
+
+def test_presence_frequency_penalty_needs_one_row_of_ids_per_row():
+    with pytest.raises(ValueError, match="one row of ids per row"):
+        apply_presence_frequency_penalty(torch.zeros(50), torch.tensor([[1, 2], [3, 4]]), presence=0.5)
