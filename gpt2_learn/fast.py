@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_performance.ipynb #d9dafb6b
 from __future__ import annotations
-import copy, ctypes, functools, math, warnings
+import contextlib, copy, ctypes, functools, math, warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -15,9 +15,9 @@ from .sampling import process_logits
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'DEFAULT_GPU_COMPILE', 'decode_floor_ms', 'sample_exponential', 'fast_path_supports', 'matvec_linear',
-           'math_attention', 'block_decode_step', 'resolve_compile', 'StaticDecoder', 'prefill', 'capture',
-           'get_decoder', 'fast_generate', 'cpu_packing_available', 'packable_dtypes', 'PackedLinear', 'unpack_for_cpu',
-           'pack_for_cpu']
+           'math_attention', 'block_decode_step', 'resolve_compile', 'StaticDecoder', 'prefill', 'graph_capture',
+           'capture', 'get_decoder', 'fast_generate', 'cpu_packing_available', 'packable_dtypes', 'PackedLinear',
+           'unpack_for_cpu', 'pack_for_cpu']
 
 # %% ../nbs/10_performance.ipynb #def61c83
 def decode_floor_ms(cfg: GPT2Config, bandwidth_gb_s: float, batch_size: int = 1, seq_len: int = 128,
@@ -201,6 +201,16 @@ def prefill(dec: StaticDecoder, input_ids: torch.Tensor, attention_mask: torch.T
     return first.clone()
 
 # %% ../nbs/10_performance.ipynb #ce9ce6a0
+@contextlib.contextmanager
+def graph_capture(graph: torch.cuda.CUDAGraph, stream: torch.cuda.Stream):
+    "`torch.cuda.graph(graph, stream=stream)` on a stream of our own (torch's default one is shared by every capture, made on whichever GPU was current first); a capture that fails to end leaves the caller's stream current again."
+    caller = torch.cuda.current_stream()
+    try:
+        with torch.cuda.graph(graph, stream=stream): yield
+    except BaseException:
+        torch.cuda.set_stream(caller)                           # torch leaves the capture stream current when capture_end raises
+        raise
+
 def capture(dec: StaticDecoder, warmup: int = 3) -> StaticDecoder:
     "Record `dec.step()` in a CUDA graph (`dec.graph`); `dec.graph.replay()` (what `dec.launch()` calls) then runs a whole step."
     with torch.cuda.device(dec.model.device):                   # the model's GPU, whichever is current
@@ -213,12 +223,7 @@ def capture(dec: StaticDecoder, warmup: int = 3) -> StaticDecoder:
         dec.graph = torch.cuda.CUDAGraph()
         if hasattr(dec.graph, "register_generator_state"): dec.graph.register_generator_state(dec.generator)
         else: dec.generator = None                              # older torch: the default CUDA generator (seeded globally)
-        caller = torch.cuda.current_stream()
-        try:                                                    # captured on `s`, a stream of the model's GPU (not torch's shared one)
-            with torch.cuda.graph(dec.graph, stream=s), torch.no_grad(): dec.step()
-        except BaseException:
-            torch.cuda.set_stream(caller)                       # a capture that fails to end leaves its stream current
-            raise
+        with graph_capture(dec.graph, s), torch.no_grad(): dec.step()   # on `s`, a stream of the model's GPU
         for t, v in zip((dec.token, dec.write_idx, dec.pos_ids, dec.unfinished), saved): t.copy_(v)
     return dec
 

@@ -115,13 +115,10 @@ def _interpreted(t: torch.Tensor) -> bool:
 def _time_ms(launch, cfg, flush: torch.Tensor, reps: int = 10) -> float:
     "Milliseconds of `reps` launches (each after overwriting the L2 cache), replayed as one CUDA graph."
     launch(cfg); torch.cuda.synchronize()                                 # compiles it
-    graph, caller = torch.cuda.CUDAGraph(), torch.cuda.current_stream()
-    try:
-        with torch.cuda.graph(graph, stream=torch.cuda.Stream(flush.device)):   # a stream of this GPU, not torch's shared one
-            for _ in range(reps): flush.zero_(); launch(cfg)              # weights come from memory, as in a real step
-    except BaseException:
-        torch.cuda.set_stream(caller)                                     # a capture that fails to end leaves its stream current
-        raise
+    from gpt2_learn.fast import graph_capture
+    graph = torch.cuda.CUDAGraph()
+    with graph_capture(graph, torch.cuda.Stream(flush.device)):
+        for _ in range(reps): flush.zero_(); launch(cfg)                  # weights come from memory, as in a real step
     graph.replay(); torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     start.record(); graph.replay(); end.record(); end.synchronize()

@@ -172,3 +172,24 @@ def test_copies_of_a_model_leave_its_decoders_behind(hf_small):
     assert twin._static_decoders and all(d.model is twin for d in twin._static_decoders.values())
     buf = io.BytesIO(); torch.save(ours, buf); buf.seek(0)
     assert "_static_decoders" not in torch.load(buf, weights_only=False).__dict__
+
+
+@pytest.mark.parametrize("where", ["capture_end", "the step"])
+def test_graph_capture_gives_the_callers_stream_back_when_a_capture_fails(monkeypatch, where):
+    "torch leaves its capture stream current when capture_end raises; `graph_capture` makes the caller's current again (simulated: no GPU here)."
+    from gpt2_learn import fast
+    current = ["caller's stream"]
+    class Capture:                                   # torch.cuda.graph's order: enter the stream, begin; end, then leave the stream
+        def __init__(self, graph, stream): self.stream = stream
+        def __enter__(self): current[0] = self.stream
+        def __exit__(self, *exc):
+            if where == "capture_end" or exc[0] is not None: raise RuntimeError("capture_end failed")   # before leaving the stream
+            current[0] = "caller's stream"
+    monkeypatch.setattr(torch.cuda, "graph", Capture)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: current[0])
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda s: current.__setitem__(0, s))
+    with pytest.raises(RuntimeError):
+        with fast.graph_capture("graph", "side stream"):
+            assert current[0] == "side stream"
+            if where == "the step": raise RuntimeError("operation not permitted when stream is capturing")
+    assert current[0] == "caller's stream"
