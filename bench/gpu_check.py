@@ -46,9 +46,12 @@ results = {"meta": {}, "tests": [], "bench": []}
 
 FALLBACKS = []      # the fast path's "compile=... failed" / "CUDA graph capture failed" warnings: a row or test that met
 _show_warning = warnings.showwarning   # one ran a slower path than its name says, and is marked (rows) or fails (tests)
+def is_fallback(text: str) -> bool:
+    "Is this line the fast path's warning that it fell back (a compile or a CUDA graph capture failed)?"
+    return "CUDA graph capture failed" in text or ("compile=" in text and "failed" in text)
+
 def _note_fallback(message, category, filename, lineno, file=None, line=None):
-    if "failed" in str(message) and ("compile=" in str(message) or "CUDA graph capture" in str(message)):
-        FALLBACKS.append(str(message)); log("FALLBACK", message)
+    if is_fallback(str(message)): FALLBACKS.append(str(message)); log("FALLBACK", message)
     _show_warning(message, category, filename, lineno, file, line)
 warnings.showwarning = _note_fallback
 warnings.filterwarnings("always", message=r"(compile=|CUDA graph capture failed)")
@@ -308,7 +311,7 @@ def measure_memory():
             out = subprocess.run([sys.executable, "bench/gpu_memory.py", name, "--compile", mode, "--dtype", dtype],
                                  capture_output=True, text=True, timeout=180)
             row = json.loads(out.stdout.strip().splitlines()[-1])
-            fell = [l for l in out.stderr.splitlines() if "CUDA graph capture failed" in l or ("compile=" in l and "failed" in l)]
+            fell = [l for l in out.stderr.splitlines() if is_fallback(l)]
             if fell: row["fell_back"] = fell                                          # measured a slower path than it names
             results.setdefault("memory", []).append(row); log(row); save()
         except Exception as e:
