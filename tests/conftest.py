@@ -35,6 +35,15 @@ def make_hf_model(n_layer=2, n_head=2, n_embd=64, n_positions=128, seed=0):
     return transformers.GPT2LMHeadModel(cfg).eval()
 
 
+def peaky_hf(vocab=300):
+    "A small GPT-2 with GPT-2-like peaked distributions (scaled tied embeddings), so bans and penalties change choices."
+    import transformers
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval()
+    with torch.no_grad(): hf.transformer.wte.weight.mul_(10)
+    return hf
+
+
 def ours_from_hf(hf):
     "Load the oracle's weights into our model through a bare state dict."
     from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import hf_processors, make_hf_model, ours_from_hf
+from conftest import hf_processors, make_hf_model, ours_from_hf, peaky_hf
 from gpt2_learn.config import InferenceConfig
 from gpt2_learn.fast import fast_generate, fast_path_supports, get_decoder, sample_exponential, decode_floor_ms
 from gpt2_learn.generation import NonFiniteLogitsError, generate, generate_ids, pad_left
@@ -27,6 +27,21 @@ def test_static_step_padded_batch_equals_each_alone(hf_small):
     got = torch.stack(list(fast_generate(ours, ids, 25, cfg, mask)), 1)
     for row, p in zip(got, prompts):
         assert torch.equal(row, generate_ids(ours, torch.tensor([p]), 25, cfg)[0, len(p):])
+
+
+def test_padded_batch_with_a_pad_the_model_likes_equals_transformers():
+    "The repetition penalty over the fixed-size token history counts neither pads nor unwritten slots, as generate does."
+    hf = peaky_hf(); ours = ours_from_hf(hf)
+    with torch.no_grad(): nxt = hf(torch.tensor([[9, 9, 31]])).logits[0, -1].topk(3).indices.tolist()
+    pad = [t for t in nxt if t not in (9, 31)][0]                           # a token the model would pick next
+    prompt = torch.tensor([[pad, pad, 9, 9, 31], [4, 9, 17, 17, 42]])
+    mask = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]])
+    with torch.no_grad():
+        ref = hf.generate(prompt, attention_mask=mask, do_sample=False, max_new_tokens=10, repetition_penalty=3.0,
+                          pad_token_id=pad, eos_token_id=None)
+    cfg = InferenceConfig(do_sample=False, repetition_penalty=3.0, eos_token_id=None)
+    got = torch.stack(list(fast_generate(ours, prompt, 10, cfg, mask)), 1)
+    assert torch.equal(got, ref[:, 5:])
 
 
 def test_static_step_stops_at_eos(hf_small):

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import ours_from_hf
+from conftest import ours_from_hf, peaky_hf
 from gpt2_learn.config import InferenceConfig
 from gpt2_learn.generation import TextStream, generate, generate_ids, pad_left
 from gpt2_learn.tokenizer import load_tokenizer
@@ -120,15 +120,6 @@ def test_streaming_emoji_tokens_one_at_a_time(text):
 
 # ---------------------------------------------------------------- the pipeline inside the loop, against transformers
 
-def peaky_hf(vocab=300):
-    "A small GPT-2 with GPT-2-like peaked distributions (scaled tied embeddings), so bans and penalties change choices."
-    import transformers
-    torch.manual_seed(0)
-    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=vocab, n_positions=64, n_embd=32, n_layer=2, n_head=2)).eval()
-    with torch.no_grad(): hf.transformer.wte.weight.mul_(10)
-    return hf
-
-
 @pytest.mark.parametrize("kw", [dict(typical_p=0.9, temperature=0.8, top_k=0, top_p=1.0),
                                 dict(no_repeat_ngram_size=2, temperature=1.3),
                                 dict(do_sample=False, no_repeat_ngram_size=2, repetition_penalty=1.0)])
@@ -159,6 +150,22 @@ def test_sampled_padded_batch_in_generate_equals_transformers():
         ref = hf.generate(prompt, attention_mask=mask, do_sample=True, max_new_tokens=10, temperature=0.5, top_k=40, top_p=0.9,
                           repetition_penalty=3.0, pad_token_id=pad, eos_token_id=None)
     assert torch.equal(generate_ids(ours, prompt, config=cfg, attention_mask=mask), ref)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sampled_batch_stops_at_eos_as_transformers_does(seed):
+    "EOS a token the model emits: rows stop one by one and pad with EOS after it, as generate does (same seed, same tokens)."
+    hf = peaky_hf(); ours = ours_from_hf(hf)
+    prompt = torch.tensor([[5, 17, 17, 42, 7], [4, 9, 17, 17, 42]])
+    kw = dict(attention_mask=torch.ones_like(prompt), do_sample=True, max_new_tokens=20, top_k=50, top_p=0.95, repetition_penalty=1.2)
+    torch.manual_seed(seed)
+    with torch.no_grad(): probe = hf.generate(prompt, pad_token_id=0, eos_token_id=None, **kw)
+    eos = int(probe[0, 5 + 3])                                              # the 4th token row 0 samples under this seed
+    torch.manual_seed(seed)
+    with torch.no_grad(): ref = hf.generate(prompt, pad_token_id=eos, eos_token_id=eos, **kw)
+    got = generate_ids(ours, prompt, 20, InferenceConfig(seed=seed, eos_token_id=eos, top_k=50, top_p=0.95, repetition_penalty=1.2))
+    assert (ref[0, 5 + 4:] == eos).all() and (ref[1, 5 + 4:] != eos).any(), "row 0 should stop at EOS while row 1 goes on"
+    assert torch.equal(got, ref)
 
 
 def test_presence_and_frequency_penalties_in_generate_count_generated_tokens_only():

@@ -140,3 +140,30 @@ def test_padded_batch_logits_match_transformers(hf_small):
         a = ours(ids, attention_mask=mask)
         b = hf_small(ids, attention_mask=mask, position_ids=pos).logits
     assert (a - b)[mask.bool()].abs().max() < 1e-4
+
+
+def test_several_tokens_onto_a_filled_cache_match_transformers(hf_small):
+    "10 tokens cached, then 5 in one call (a chunked prefill): causal inside the chunk, the same logits as one full pass."
+    from gpt2_learn.kv_cache import KVCache
+    ours = ours_from_hf(hf_small)
+    ids = torch.randint(0, 50257, (2, 15), generator=torch.Generator().manual_seed(0))
+    cache = KVCache(ours.config, 2, 15)
+    with torch.no_grad():
+        ours(ids[:, :10], kv_cache=cache)
+        chunk = ours(ids[:, 10:], kv_cache=cache)
+        full = hf_small(ids).logits[:, 10:]
+    torch.testing.assert_close(chunk, full, atol=1e-4, rtol=0)
+
+
+def test_attention_mask_4d_hides_pads_and_keeps_each_query_on_itself():
+    "A padded row's pad queries see only themselves (no row of all -inf, which some kernels turn into NaN)."
+    from gpt2_learn.model import attention_mask_4d
+    m = attention_mask_4d(torch.tensor([[0, 0, 1, 1, 1]]), 5, 0)[0, 0]
+    expected = torch.tensor([[1, 0, 0, 0, 0],
+                             [0, 1, 0, 0, 0],
+                             [0, 0, 1, 0, 0],
+                             [0, 0, 1, 1, 0],
+                             [0, 0, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(m, expected)
+    step = attention_mask_4d(torch.tensor([[0, 0, 1, 1, 1, 1]]), 1, 5)[0, 0]   # a decode step after the prompt
+    assert torch.equal(step, torch.tensor([[0, 0, 1, 1, 1, 1]], dtype=torch.bool))

@@ -105,6 +105,13 @@ def test_typical(shape, seed, tie, mass):
     same(typical_filter(x, mass), TypicalLogitsWarper(mass)(None, x.clone()))
 
 
+@pytest.mark.parametrize("mass", [0.25, 0.75])
+def test_typical_mass_landing_exactly_on_a_running_total(mass):
+    "Exact probabilities whose running totals (in typical order: .25, .75, .875, 1) hit the mass: kept as transformers keeps."
+    x = torch.tensor([[0.5, 0.25, 0.125, 0.125]]).log()
+    same(typical_filter(x, mass), TypicalLogitsWarper(mass)(None, x.clone()))
+
+
 @cases
 @seeds
 @pytest.mark.parametrize("n", [1, 2, 3, 4])

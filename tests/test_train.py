@@ -129,6 +129,7 @@ def test_resume_after_kill9_reaches_the_same_step(text_file, tmp_path):
     while not (out / "last.pth").exists() and p.poll() is None and time.time() < deadline: time.sleep(0.02)
     p.send_signal(signal.SIGKILL); p.wait()
     assert p.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert (out / "last.pth").exists(), f"no checkpoint within 120 s: {p.stderr.read().decode()[-500:]}"
     killed_at = torch.load(out / "last.pth", weights_only=True)["step"]
     assert 0 < killed_at < 60
     r = subprocess.run(cmd + ["--resume"], env=env(), capture_output=True, text=True, timeout=300)
