@@ -5,6 +5,7 @@
 # %% ../nbs/00_config.ipynb #c6a9c3ad
 from __future__ import annotations
 import numbers
+from collections.abc import Iterable
 from dataclasses import dataclass, asdict, replace, fields
 
 def _is_int(x) -> bool: return isinstance(x, numbers.Integral) and not isinstance(x, bool)      # Python or NumPy
@@ -98,7 +99,7 @@ class InferenceConfig:
     def __post_init__(self):
         if self.stop is None: self.stop = ()
         if isinstance(self.stop, str): self.stop = (self.stop,)
-        self.stop = tuple(self.stop)
+        elif isinstance(self.stop, Iterable) and not isinstance(self.stop, (bytes, bytearray)): self.stop = tuple(self.stop)
         for f in fields(self):                                           # NumPy scalars become Python numbers
             v = getattr(self, f.name)
             if f.type == "bool" and str(getattr(v, "dtype", "")) == "bool": setattr(self, f.name, bool(v))   # numpy.bool_
@@ -128,7 +129,8 @@ class InferenceConfig:
         if not isinstance(self.do_sample, bool): bad("do_sample", "True or False")
         if not isinstance(self.stream, bool): bad("stream", "True or False")
         if self.seed is not None and (not isint(self.seed) or not -2**63 <= self.seed < 2**64): bad("seed", "an integer in [-2**63, 2**64) or None")
-        if not all(isinstance(s, str) and s for s in self.stop): bad("stop", "a tuple of non-empty strings")
+        if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
+            bad("stop", "a string or a tuple of non-empty strings")
         if self.eos_token_id is not None and (not isint(self.eos_token_id) or self.eos_token_id < 0): bad("eos_token_id", "a token id >= 0 or None")
         return self
 

@@ -53,7 +53,10 @@ def check_logits(logits: torch.Tensor) -> torch.Tensor:
 def check_inputs(input_ids, attention_mask, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
     "(ids, mask) as (B, T) tensors (lists and 1-D accepted); TypeError/ValueError saying what is wrong."
     if not isinstance(input_ids, torch.Tensor):
-        input_ids = torch.as_tensor(input_ids)
+        try: input_ids = torch.as_tensor(input_ids)
+        except (TypeError, ValueError, RuntimeError):                     # None, a str, rows of different lengths, ...
+            raise TypeError(f"input_ids must be token ids (a tensor, or a list of ints or of equal-length rows: pad_left "
+                            f"makes them equal), got {type(input_ids).__name__}") from None
         if input_ids.numel() == 0: input_ids = input_ids.long()
     if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
         raise TypeError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
@@ -67,6 +70,7 @@ def check_inputs(input_ids, attention_mask, vocab_size: int) -> tuple[torch.Tens
     if attention_mask.dim() == 1: attention_mask = attention_mask[None]
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)}: one 0/1 per token")
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()): raise ValueError("attention_mask must hold 0s and 1s only")
     real = attention_mask != 0
     if input_ids.shape[1] and (not bool(real[:, -1].all()) or bool((real[:, 1:] < real[:, :-1]).any())):
         raise ValueError("attention_mask: pad on the left (0s, then 1s, the last token of every row real): pad_left does it")
@@ -81,6 +85,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, 
     config = (config or InferenceConfig()).replace(**overrides)
     if max_new_tokens is not None: config = config.replace(max_new_tokens=max_new_tokens)
     config.validate()
+    if config.eos_token_id is not None and config.eos_token_id >= model.config.vocab_size:
+        raise ValueError(f"eos_token_id={config.eos_token_id} is not a token of this model ({model.config.vocab_size} in its "
+                         f"vocabulary): give its end-of-text id, or None")
     input_ids, attention_mask = check_inputs(input_ids, attention_mask, model.config.vocab_size)
     if model.training and model.config.dropout > 0:
         warnings.warn("the model is in training mode, so dropout makes every step random: call model.eval() before generating")
@@ -88,7 +95,8 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, 
     input_ids = input_ids.to(device)
     if attention_mask is not None: attention_mask = attention_mask.to(device)
     B, T0 = input_ids.shape
-    if T0 == 0: raise ValueError("the prompt is empty: give at least one token")
+    if T0 == 0: raise ValueError("the prompt is empty: give at least one token (if a tokenizer made it, did it load? "
+                                 "gpt2_learn.tokenizer.load_tokenizer() needs no network)")
     if T0 >= n_ctx: raise ValueError(f"the prompt is {T0} tokens; the context window is {n_ctx}, so it must be at most {n_ctx - 1}: shorten it")
     n_new = config.max_new_tokens
     if T0 + n_new > n_ctx:

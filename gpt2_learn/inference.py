@@ -22,8 +22,8 @@ if _restore_interrupts: _restore_interrupts()                             # the 
 # %% auto #0
 __all__ = ['MAX_PROMPT_BYTES', 'CHECKPOINT_SUFFIXES', 'HF_SUFFIXES', 'STOP_REASONS', 'EXIT_OK', 'EXIT_RUNTIME', 'EXIT_USAGE',
            'EXIT_INTERRUPTED', 'DEVICE_PATTERN', 'CONFIG_FLAGS', 'PromptError', 'unescape_prompt',
-           'decode_prompt_bytes', 'read_prompt', 'ModelLoadError', 'load_model', 'GenerationStats', 'TextGenerator',
-           'chat_prompt', 'build_parser', 'config_from_args', 'main']
+           'decode_prompt_bytes', 'read_prompt', 'ModelLoadError', 'ModelNotFoundError', 'load_model',
+           'GenerationStats', 'TextGenerator', 'chat_prompt', 'build_parser', 'config_from_args', 'main']
 
 # %% ../nbs/08_inference.ipynb #cbf96004
 class PromptError(ValueError):
@@ -74,6 +74,9 @@ def read_prompt(prompt: str | None = None, prompt_file: str | Path | None = None
 class ModelLoadError(RuntimeError):
     "The model or its tokenizer could not be loaded; the message says why and what to do."
 
+class ModelNotFoundError(ModelLoadError):
+    "No file or folder at a path that can only be local: the CLI treats it as a usage error (exit code 2)."
+
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt")
 HF_SUFFIXES = (".safetensors", ".bin")
 
@@ -94,9 +97,12 @@ def load_model(model_path: str | Path | None = None, device: str | torch.device 
         looks_local = (path.suffix in CHECKPOINT_SUFFIXES + HF_SUFFIXES or name.startswith((".", "/", "~")) or "\\" in name
                        or name.count("/") > 1)                   # a hub id is "name" or "owner/name"
         if not path.exists() and looks_local:
-            raise FileNotFoundError(f"model not found: {name} (give a .pth checkpoint, an HF folder, a .safetensors/.bin file, "
-                                    f"a hub id like gpt2, or no --model_path for the bundled model)")
-        if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES: model = GPT2Model.from_checkpoint(path, device=device, dtype=dtype)
+            raise ModelNotFoundError(f"model not found: {name} (give a .pth checkpoint, an HF folder, a .safetensors/.bin file, "
+                                     f"a hub id like gpt2, or no --model_path for the bundled model)")
+        if path.exists() and not (path.is_file() or path.is_dir()):      # a pipe, a device: never sent to the hub as a name
+            raise ValueError(f"{name} is not a file or a folder: give a .pth checkpoint, an HF folder or a weights file")
+        if path.is_file() and path.suffix not in HF_SUFFIXES:            # .pth, .pt, .ckpt, or a checkpoint renamed
+            model = GPT2Model.from_checkpoint(path, device=device, dtype=dtype)
         elif path.exists(): model = GPT2Model.from_pretrained(path, device=device, dtype=dtype)
         else:                                                    # "checkpoints/run1" could be either: say both
             try: model = GPT2Model.from_pretrained(name, device=device, dtype=dtype)
@@ -352,6 +358,7 @@ def _prog() -> str: return cli_name("gpt2-learn", "inference")
 
 def main(argv: Sequence[str] | None = None) -> int:
     "Run the CLI; returns the exit code (0 ok, 1 runtime error, 2 bad flags or prompt, 130 interrupted)."
+    if sys.stderr is None: sys.stderr = open(os.devnull, "w", encoding="utf-8")   # 2>&-: the text still comes, the notes go nowhere
     with warnings.catch_warnings():                                       # one line per warning, and none from the compiler
         warnings.filterwarnings("ignore", module=r"torch\._inductor")    # (a GPU's first call compiles the decode step)
         warnings.showwarning = lambda message, category, *rest, **kw: sys.stderr.write(f"{_prog()}: warning: {message}\n")
@@ -369,6 +376,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return fail("no prompt: give --prompt TEXT, --prompt_file PATH, --prompt - (stdin), or --interactive", EXIT_USAGE)
     if sys.stdout is None: return fail("stdout is closed: there is nowhere to write the text (run without >&-)", EXIT_USAGE)
     if interactive and sys.stdin is None: return fail("interactive mode reads stdin, but stdin is closed: run it in a terminal", EXIT_USAGE)
+    if interactive and hasattr(sys.stdin, "reconfigure"): sys.stdin.reconfigure(errors="surrogateescape")  # a line that is
+                                                                          # not UTF-8 gets one message, not the session's end
     if args.model_path == "": return fail("--model_path is empty: give a path or a hub id, or leave the flag out for the bundled model", EXIT_USAGE)
     try:
         prompt = None if interactive and args.prompt is None and args.prompt_file is None else read_prompt(args.prompt, args.prompt_file)
@@ -393,7 +402,7 @@ def _main(argv: Sequence[str] | None) -> int:
             err.write(f"[{gen.last_stats}]\n"); err.flush()
         if interactive: gen.interactive_mode(config, chat=args.chat)
         return EXIT_OK
-    except PromptError as e: return fail(e, EXIT_USAGE)
+    except (PromptError, ModelNotFoundError) as e: return fail(e, EXIT_USAGE)
     except (ModelLoadError, ValueError) as e: return fail(e, EXIT_RUNTIME)   # ValueError: a device asked for and absent
     except KeyboardInterrupt: err.write(f"\n{prog}: interrupted\n"); return EXIT_INTERRUPTED
     except BrokenPipeError:                                                # `... | head`: the reader left

@@ -102,14 +102,32 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(sd, dict): raise ValueError(f"{path} does not hold a state dict")
     return sd
 
+def _read_json(path: Path, fix: str):
+    "A JSON file, or a ValueError that names it and says what to do."
+    try: return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as e: raise ValueError(f"{path} is not readable JSON ({type(e).__name__}: {e}): {fix}") from None
+
+def _read_config(folder: Path) -> GPT2Config | None:
+    "The folder's transformers `config.json` as a GPT2Config (None if absent: the shape is read off the weights)."
+    path = folder / "config.json"
+    if not path.exists(): return None
+    d = _read_json(path, "repair it, or delete it to read the shape off the weights")
+    if not isinstance(d, dict): raise ValueError(f"{path} is not a config (a JSON object of n_layer, n_head, ...)")
+    try: return GPT2Config.from_dict(d)
+    except (TypeError, ValueError) as e: raise ValueError(f"{path}: {e}") from None
+
 def _read_folder(folder: Path) -> tuple[dict, GPT2Config | None]:
-    cfg = GPT2Config.from_dict(json.loads((folder / "config.json").read_text())) if (folder / "config.json").exists() else None
+    cfg = _read_config(folder)
     for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).exists(): return read_weights_file(folder / name), cfg
+        if (folder / name).is_file(): return read_weights_file(folder / name), cfg
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):   # sharded checkpoints
         if (folder / index).exists():
-            shards = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
-            return {k: v for s in shards for k, v in read_weights_file(folder / s).items()}, cfg
+            weight_map = _read_json(folder / index, "it should map each weight to its shard file").get("weight_map")
+            if not isinstance(weight_map, dict): raise ValueError(f"{folder / index} has no weight_map: is the download complete?")
+            shards = [folder / s for s in sorted(set(weight_map.values()))]
+            if outside := [s for s in shards if not s.resolve().is_relative_to(folder.resolve())]:
+                raise ValueError(f"{folder / index} points outside its folder ({outside[0]}): not loading it")
+            return {k: v for s in shards for k, v in read_weights_file(s).items()}, cfg
     raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
 
 def _download(repo_id: str) -> Path:
@@ -126,12 +144,16 @@ def load_pretrained(name_or_path: str | Path, device=None, dtype=None) -> GPT2Mo
     if path.is_dir(): sd, cfg = _read_folder(path)
     elif path.is_file():
         sd = read_weights_file(path)
-        cfg = GPT2Config.from_dict(json.loads((path.parent / "config.json").read_text())) if (path.parent / "config.json").exists() else None
+        cfg = _read_config(path.parent)
     elif str(name_or_path) in HUB_IDS or ("/" in str(name_or_path) and not path.is_absolute() and not str(name_or_path).startswith(".")):
         sd, cfg = _read_folder(_download(str(name_or_path)))
     else: raise FileNotFoundError(f"no model at {str(name_or_path)!r}: give an HF folder, a .safetensors/.bin file, or a hub id like 'gpt2'")
     sd = convert_hf_state_dict(sd)
-    model = model_from_state_dict(cfg or config_from_state_dict(sd), sd)
+    try: model = model_from_state_dict(cfg or config_from_state_dict(sd), sd)
+    except ValueError as e:                                        # say which of the two files may be the wrong one
+        if cfg is None: raise
+        raise ValueError(f"{e} (the shape comes from {(path if path.is_dir() else path.parent) / 'config.json'}: "
+                         f"does it belong to these weights?)") from None
     return model.to(device=resolve_device(device) if device is not None else None, dtype=resolve_dtype(dtype)).eval()
 
 # %% ../nbs/03_weights.ipynb #a1225754

@@ -350,17 +350,20 @@ def test_bad_prompts_exit_2(capsys, micro_ckpt, tmp_path, monkeypatch):
         assert_one_line_error(err, msg)
 
 
-def test_bad_models_exit_1(capsys, micro_ckpt, tmp_path, monkeypatch):
+def test_bad_models_exit_1_and_missing_ones_2(capsys, micro_ckpt, tmp_path, monkeypatch):
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(micro_ckpt.read_bytes()[:5000])
     (tmp_path / "garbage.pth").write_bytes(b"this is not a checkpoint")
     (tmp_path / "bad.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     torch.save({"something": 1}, tmp_path / "other.pth")
     (tmp_path / "emptydir").mkdir()
-    cases = [(tmp_path / "missing.pth", "model not found"), ("checkpoints/best_model.pth", "model not found"),
-             (truncated, "truncated or corrupt"), (tmp_path / "garbage.pth", "truncated or corrupt"),
+    for path in [tmp_path / "missing.pth", "checkpoints/best_model.pth", "runs/a/best"]:   # the flag must change: 2
+        code, out, err = run_cli(capsys, "--model_path", path, "--prompt", "Hello")
+        assert code == 2 and out == "", (path, err)
+        assert_one_line_error(err, f"model not found: {path}")
+    cases = [(truncated, "truncated or corrupt"), (tmp_path / "garbage.pth", "truncated or corrupt"),
              (tmp_path / "bad.safetensors", "bad.safetensors"), (tmp_path / "other.pth", "not a gpt2_learn checkpoint"),
-             (tmp_path / "emptydir", "no model.safetensors"), ("runs/a/best", "model not found: runs/a/best"),   # not a hub id
+             (tmp_path / "emptydir", "no model.safetensors"),
              ("checkpoints/run1", "nor is 'checkpoints/run1' a file or folder here")]               # either: both said
     for path, msg in cases:
         code, out, err = run_cli(capsys, "--model_path", path, "--prompt", "Hello")
@@ -476,9 +479,9 @@ def test_prompt_file_over_the_cap_exit_2(capsys, micro_ckpt, tmp_path):
 
 def _cli(*argv, **kw):
     import subprocess
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "gpt2_learn.inference", *map(str, argv)], env=env, text=True, timeout=300,
-                          **{"capture_output": True, **kw})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **kw.pop("env", {})}
+    return subprocess.run([sys.executable, "-m", "gpt2_learn.inference", *map(str, argv)], env=env, timeout=300,
+                          **{"capture_output": True, "text": True, **kw})
 
 
 def test_closed_stdin_stdout_and_full_disk(micro_ckpt):
@@ -493,6 +496,22 @@ def test_closed_stdin_stdout_and_full_disk(micro_ckpt):
     if os.path.exists("/dev/full"):
         with open("/dev/full", "w") as full: r = _cli(*args, "--prompt", "Hi", stdout=full, capture_output=False, stderr=-1)
         assert r.returncode == 1 and r.stderr.count("\n") == 1 and "could not write the text to stdout" in r.stderr, r.stderr
+
+
+def test_closed_stderr_still_gives_the_text(micro_ckpt):
+    "2>&-: the notes have nowhere to go, the text still comes."
+    r = _cli("--model_path", micro_ckpt, "--max_new_tokens", "3", "--device", "cpu", "--prompt", "Hi", "--no_sample",
+             preexec_fn=lambda: os.close(2), stderr=None, capture_output=False, stdout=-1)
+    assert r.returncode == 0 and r.stdout.startswith("Hi") and len(r.stdout) > len("Hi\n"), r.stdout
+
+
+def test_interactive_line_not_utf8_under_a_strict_stdin(micro_ckpt):
+    "Under a strict UTF-8 stdin (PYTHONIOENCODING=utf-8, as many desktops), a bad line gets one message and the session goes on."
+    r = _cli("--model_path", micro_ckpt, "--max_new_tokens", "3", "--device", "cpu", "--interactive", "--no_sample",
+             input=b"abc\xff\ndef\n", text=False, env={"PYTHONIOENCODING": "utf-8"})
+    err = r.stderr.decode()
+    assert r.returncode == 0 and "not valid UTF-8" in err and "Traceback" not in err, err
+    assert r.stdout.decode().count(">>> ") == 3, r.stdout                  # the bad line, "def" (answered), then the end
 
 
 def test_ctrl_c_while_importing_is_one_line(tmp_path):
