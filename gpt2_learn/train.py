@@ -346,23 +346,55 @@ RESUME_KEYS = {"config", "model", "optimizer", "batch_rng", "rng", "step", "best
 
 @contextmanager
 def signals_ignored():
-    "Ignore Ctrl+C (and SIGTERM) while the run's last checkpoints are written: it is ending anyway."
+    "Ignore Ctrl+C (and SIGTERM, SIGHUP) while the run's last checkpoints are written: it is ending anyway."
     import threading
     if threading.current_thread() is not threading.main_thread(): yield; return   # only the main thread handles signals
-    names = [n for n in ("SIGINT", "SIGTERM") if hasattr(signal, n)]
+    names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
     old = {n: signal.signal(getattr(signal, n), signal.SIG_IGN) for n in names}
     try: yield
     finally:
         for n, h in old.items(): signal.signal(getattr(signal, n), h)
 
+class _Diverged(Exception):
+    "A loss (or the weights) became non-finite: the run stops, and these weights are never saved."
+    def __init__(self, step: int, what: str, value):
+        super().__init__(f"the {what} became {value} at step {step}"); self.step, self.what, self.value = step, what, str(value)
+
+def _finite(what: str, value: float, step: int) -> float:
+    if not math.isfinite(value): raise _Diverged(step, what, value)
+    return value
+
+class _QuietStream:
+    "A text stream that goes quiet when its target breaks (`| head` exited, the terminal closed): a lost log line must not cost the run."
+    def __init__(self, target): self.target, self.broken = target, False
+    def write(self, s: str) -> int:
+        if not self.broken:
+            try: self.target.write(s); self.target.flush()
+            except (OSError, ValueError): self._break()           # ValueError: the stream was closed
+        return len(s)
+    def flush(self): self.write("")
+    def _break(self):
+        self.broken = True
+        if self.target is sys.__stderr__:          # the process's own stderr: point it at /dev/null, or Python's flush at exit fails too (status 120)
+            try: fd = os.open(os.devnull, os.O_WRONLY); os.dup2(fd, self.target.fileno()); os.close(fd)
+            except (OSError, ValueError): pass
+    def __getattr__(self, name): return getattr(self.target, name)   # isatty, encoding, fileno: for tqdm
+
 def train(a: TrainArgs, log=None) -> dict:
-    "Run (or resume) training; returns the run's log (config, args, history, final numbers)."
+    "Run (or resume) training; returns the run's log (config, args, history, final numbers, stop_reason)."
     a.validate()
-    say = log or (lambda msg: None)
+    def say(msg: str):
+        nonlocal log
+        try: log and log(msg)
+        except OSError: log = None                 # a log that writes to a closed stream: stop logging, not training
     out = Path(a.out_dir); device = resolve_device(a.device)     # ValueError: a device asked for and absent
     if a.resume and not (out / "last.pth").is_file(): raise TrainError(f"--resume: no {out / 'last.pth'} to resume from")
     train_data, val_data, meta = prepare_data(a.data, a.cache_dir or out / "tokens")
-    ckpt = read_checkpoint(out / "last.pth") if a.resume else None
+    try: ckpt = read_checkpoint(out / "last.pth") if a.resume else None
+    except CheckpointError as e:                   # torn by a full disk, cut short by a copy: say what to do instead
+        best = out / "best_model.pth"
+        raise CheckpointError(f"{e}: start again without --resume" + (f", or replace --resume by --init {best} to start from "
+                              f"the best weights" if best.is_file() else "")) from None
     if ckpt is not None:
         if not RESUME_KEYS <= ckpt.keys():
             raise CheckpointError(f"{out / 'last.pth'} holds weights but not the state of a run (optimizer, step, ...), so it "
@@ -411,16 +443,32 @@ def train(a: TrainArgs, log=None) -> dict:
                 with amp: losses.append(lm_loss(model(w[:, :-1]), w[:, 1:]).item())
         model.train(); return float(np.mean(losses))
 
+    def step_loss(x, y) -> torch.Tensor:
+        with amp: return seen_loss(model, x, y) if seen_loss is not None else lm_loss(model(x), y)
+
+    def check_weights():
+        "An update can blow the weights up after its loss was checked: look again before they are saved."
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()): raise _Diverged(step, "weights", "non-finite")
+        if x is None: return                       # no step yet: the weights are the initial or the resumed ones
+        model.eval()                               # no dropout, so no random numbers drawn: resume stays exact
+        with torch.no_grad(): v = step_loss(x, y).item()
+        model.train(); _finite("loss", v, step)
+
     def checkpoint(path: Path):
+        nonlocal last_good
+        check_weights()                            # a good last.pth is never replaced by a diverged one
         save_checkpoint(model, path, step=step, optimizer=opt.state_dict(), batch_rng=gen.get_state(), rng=_rng_state(device),
                         best_val=best_val, tokens_seen=tokens_seen, history=history, data_key=meta["key"],
                         elapsed=elapsed0 + time.time() - t0, train_args=info["args"])
+        last_good = path
 
     out.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
+    err = _QuietStream(sys.stderr)
     bar = tqdm(total=a.max_steps, initial=step, disable=not (a.progress if a.progress is not None else sys.stderr.isatty()),
-               dynamic_ncols=True)
-    t0 = time.time(); stop_reason = "max_steps"; loss_ema = lr = gnorm = None; last_saved = step
+               dynamic_ncols=True, file=err)
+    t0 = time.time(); stop_reason = "max_steps"; loss_ema = lr = gnorm = x = y = diverged = None; last_saved = step
+    last_good = out / "last.pth" if ckpt is not None else None   # the newest last.pth this run may point a resume at
     try:
         while step < a.max_steps:
             spent = elapsed0 + time.time() - t0
@@ -431,41 +479,48 @@ def train(a: TrainArgs, log=None) -> dict:
             loss_sum = 0.0
             for _ in range(a.grad_accum):
                 x, y = get_batch(train_data, a.batch_size, a.block_size, gen, device, starts)
-                with amp: loss = (seen_loss(model, x, y) if seen_loss is not None else lm_loss(model(x), y)) / a.grad_accum
+                loss = step_loss(x, y) / a.grad_accum
                 loss.backward(); loss_sum += loss.item()
             gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip).item()
+            _finite("training loss", loss_sum, step + 1); _finite("gradient norm", gnorm, step + 1)   # before the update spreads it
             opt.step(); opt.zero_grad(set_to_none=True)
             if seen_loss is not None: seen_loss.tie(model)
             step += 1; tokens_seen += tokens_per_step
             loss_ema = loss_sum if loss_ema is None else 0.9 * loss_ema + 0.1 * loss_sum
             bar.update(1); bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / (time.time() - ts):.0f}")
             if step % a.eval_interval == 0 or step == a.max_steps:
-                vl = val_loss()
+                vl = _finite("validation loss", val_loss(), step)
                 history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
                                 "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
                 msg = f"step {step}: train {loss_ema:.4f} val {vl:.4f} lr {lr:.2e} tokens {tokens_seen:,} time {history[-1]['elapsed']:.0f}s"
                 if vl < best_val:
                     best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
                     msg += " (best)"
-                bar.write(msg) if not bar.disable else say(msg)
+                bar.write(msg, file=err) if not bar.disable else say(msg)
                 _save_log(out, {**info, "history": history})
             if step % save_every == 0: checkpoint(out / "last.pth"); last_saved = step
-    except KeyboardInterrupt:
-        stop_reason = "interrupted"
+    except KeyboardInterrupt: stop_reason = "interrupted"
+    except _Diverged as e: stop_reason, diverged = "diverged", e
     finally:
         bar.close()
     with signals_ignored():                        # a second Ctrl+C must not cost the steps the first one kept
-        if stop_reason == "time_budget" and step > 0 and (not history or history[-1]["step"] != step):   # evaluate the last steps too
-            vl = val_loss()
-            history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
-                            "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
-            say(f"step {step}: val {vl:.4f} (time budget spent)")
-            if vl < best_val: best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
-        if last_saved != step or stop_reason == "interrupted" or not (out / "last.pth").exists(): checkpoint(out / "last.pth")
-        if not (out / "best_model.pth").exists():   # stopped before the first evaluation
-            vl = val_loss(); best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
+        try:
+            if stop_reason == "time_budget" and step > 0 and (not history or history[-1]["step"] != step):   # evaluate the last steps too
+                vl = _finite("validation loss", val_loss(), step)
+                history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
+                                "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
+                say(f"step {step}: val {vl:.4f} (time budget spent)")
+                if vl < best_val: best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
+            if stop_reason != "diverged" and not (out / "best_model.pth").exists():   # stopped before the first evaluation
+                check_weights(); best_val = _finite("validation loss", val_loss(), step)   # before last.pth, which records best_val
+                save_checkpoint(model, out / "best_model.pth", step=step, val_loss=best_val, tokens_seen=tokens_seen)
+            if stop_reason != "diverged" and (last_saved != step or stop_reason == "interrupted" or not (out / "last.pth").exists()):
+                checkpoint(out / "last.pth")
+        except _Diverged as e: stop_reason, diverged = "diverged", e
         result = {**info, "history": history, "step": step, "tokens_seen": tokens_seen, "best_val": best_val,
                   "stop_reason": stop_reason, "elapsed": round(elapsed0 + time.time() - t0, 1)}
+        if diverged: result["diverged"] = {"step": diverged.step, "what": diverged.what, "value": diverged.value,
+                                           "last_good": str(last_good) if last_good else None}
         _save_log(out, result)
     return result
 
@@ -492,8 +547,36 @@ def export_bundled(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch
 def _prog() -> str: return cli_name("gpt2-learn-train", "train")
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):   # one line, not the usage block
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def error(self, message):   # one line, not the usage block (as the inference CLI's)
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+def _help() -> dict[str, str]:
+    "One line of `--help` per `TrainArgs` field."
+    cpu = torch.backends.cpu.get_cpu_capability()
+    return dict(
+        out_dir="folder for last.pth, best_model.pth, train_log.json and the token cache",
+        size=f"the model's shape: {', '.join(SIZES)} (bundled: 6 layers, 4 heads, 128 wide, 256 positions)",
+        n_layer="layers (overrides --size's)", n_head="attention heads (overrides --size's)",
+        n_embd="width (overrides --size's)", n_positions="context window in tokens (overrides --size's)",
+        dropout="dropout rate, in [0, 1)", init="start from these weights: a Hugging Face id or folder, or a .pth checkpoint",
+        resume="continue the run saved in OUT_DIR/last.pth (weights, optimizer, step, data position); a new --lr applies",
+        max_steps="optimizer steps in all (the cosine schedule ends there)",
+        time_budget="seconds of training in all (resumes included): then evaluate, save and stop",
+        schedule_by_time="with --time_budget: the learning rate follows the elapsed time when that is further along",
+        batch_size="sequences per micro-batch", block_size="tokens per sequence (at most the context window)",
+        grad_accum="micro-batches per optimizer step", lr="peak learning rate (lower it if the loss becomes nan)",
+        min_lr="learning rate at the end of the cosine (default: lr / 10)", warmup="steps of linear warmup",
+        weight_decay="AdamW weight decay (matrices only)", grad_clip="clip the gradients' global norm to this",
+        eval_interval="steps between validation losses (and best_model.pth updates)",
+        eval_batches="batches of validation windows per evaluation",
+        save_interval="steps between last.pth writes (default: --eval_interval)", seed="random seed (weights and batches)",
+        device="auto, cpu, cuda, cuda:N or mps", cache_dir="folder for the tokenized data (default: OUT_DIR/tokens)",
+        progress="a progress bar (default: when stderr is a terminal)",
+        autocast=f"bfloat16 autocast: auto (on CUDA only), bf16 or off; on a CPU bf16 is faster only with native bfloat16 "
+                 f"(AVX512-BF16, AMX): with AVX2 alone it is emulated, several times slower (this CPU: {cpu})",
+        output_vocab="full: a softmax over all 50,257 tokens; seen: over the training data's tokens + one shared row "
+                     "(much faster for a small model)",
+        window_start="any: training windows start anywhere; line: at the start of a line")
 
 def build_parser() -> argparse.ArgumentParser:
     "The CLI's options: one per `TrainArgs` field, plus --build_corpus."
@@ -502,14 +585,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", default=[], metavar="PATH", help="text files or folders of them")
     p.add_argument("--build_corpus", metavar="DIR", help="write the Python corpus (pydoc topics + stdlib sources) to DIR and exit")
     p.add_argument("--corpus_bytes", type=int, default=10_000_000, help="size cap of --build_corpus")
+    helps = _help()
     for f in fields(TrainArgs):
         if f.name == "data": continue
         default = getattr(d, f.name)
-        if isinstance(default, bool): p.add_argument(f"--{f.name}", action="store_true"); continue
-        if f.name == "progress": p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None); continue
+        h = helps[f.name] + ("" if default is None or isinstance(default, bool) else f" (default: {default})")
+        if isinstance(default, bool): p.add_argument(f"--{f.name}", action="store_true", help=h); continue
+        if f.name == "progress": p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=h); continue
         typ = {"lr": float, "min_lr": float, "dropout": float, "weight_decay": float, "grad_clip": float, "time_budget": float}.get(
             f.name, int if f.type in ("int", "int | None") else str)
-        p.add_argument(f"--{f.name}", type=typ, default=default)
+        p.add_argument(f"--{f.name}", type=typ, default=default, help=h)
     return p
 
 def _message(e: BaseException) -> str:
@@ -519,30 +604,38 @@ def _message(e: BaseException) -> str:
     return lines[0] if lines else type(e).__name__
 
 def main(argv=None) -> int:
-    "CLI entry point; returns the exit status (0 ok, 1 a file could not be read or written, 2 bad input, 130 interrupted)."
+    "CLI entry point; returns the exit status (0 ok, 1 a file could not be read or written or the loss diverged, 2 bad input, 130 interrupted)."
     args = build_parser().parse_args(argv)
-    def fail(e, code): print(f"{_prog()}: error: {_message(e) if isinstance(e, BaseException) else e}", file=sys.stderr); return code
+    err = _QuietStream(sys.stderr)                 # a closed stderr silences the messages, never the run
+    def put(line: str): err.write(f"{line}\n")
+    def fail(e, code): put(f"{_prog()}: error: {_message(e) if isinstance(e, BaseException) else e}"); return code
     if args.corpus_bytes < 1: return fail(f"--corpus_bytes must be >= 1, got {args.corpus_bytes}", 2)
     if args.build_corpus:
         try: out = build_python_corpus(args.build_corpus, args.corpus_bytes)
         except OSError as e: return fail(f"could not write the corpus ({_message(e)}): choose a folder you can write to", 1)
-        print(f"wrote the Python corpus to {out}", file=sys.stderr); return 0
+        put(f"wrote the Python corpus to {out}"); return 0
     kw = {k: v for k, v in vars(args).items() if k not in ("build_corpus", "corpus_bytes")}
     a = TrainArgs(**kw)
-    old = signal.signal(signal.SIGTERM, signal.default_int_handler) if hasattr(signal, "SIGTERM") else None
+    stops = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]   # kill, the terminal closed: save, as Ctrl+C
+    old = {s: signal.signal(s, signal.default_int_handler) for s in stops if signal.getsignal(s) is not signal.SIG_IGN}  # nohup: stay
     try:
-        r = train(a, log=lambda m: print(m, file=sys.stderr, flush=True))
+        r = train(a, log=put)
     except TrainError as e: return fail(e, 2)
     except (ValueError, OSError) as e: return fail(e, 1)       # a checkpoint that cannot be read, a device that is absent, ...
     except KeyboardInterrupt:
-        print(f"{_prog()}: interrupted", file=sys.stderr); return 130
+        put(f"{_prog()}: interrupted"); return 130
     except Exception as e:
         if os.environ.get("GPT2_LEARN_DEBUG"): raise
         return fail(f"{type(e).__name__}: {_message(e)} (set GPT2_LEARN_DEBUG=1 to see where)", 1)
     finally:
-        if old is not None: signal.signal(signal.SIGTERM, old)
-    print(f"done: step {r['step']}, {r['tokens_seen']:,} tokens, best val loss {r['best_val']:.4f} ({r['stop_reason']}); "
-          f"checkpoints in {a.out_dir}", file=sys.stderr)
+        for s, h in old.items(): signal.signal(s, h)
+    if r["stop_reason"] == "diverged":
+        d = r["diverged"]
+        fix = (f"the last good checkpoint is {d['last_good']}: lower --lr (now {a.lr:g}) and --resume from it" if d["last_good"]
+               else f"no checkpoint was saved before it: start again with a lower --lr (now {a.lr:g})")
+        return fail(f"the {d['what']} became {d['value']} at step {d['step']}; {fix}", 1)
+    put(f"done: step {r['step']}, {r['tokens_seen']:,} tokens, best val loss {r['best_val']:.4f} ({r['stop_reason']}); "
+        f"checkpoints in {a.out_dir}")
     return 130 if r["stop_reason"] == "interrupted" else 0
 
 # %% ../nbs/09_train.ipynb #4efa5136

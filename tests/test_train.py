@@ -265,3 +265,95 @@ def test_ctrl_c_while_importing_is_one_line(tmp_path):
     for _ in range(3):
         rc, err = interrupt_while_importing_torch([sys.executable, "-m", "gpt2_learn.train", "--data", str(tmp_path)], env())
         assert rc in (130, -signal.SIGINT) and "python -m gpt2_learn.train: interrupted" in err and "Traceback" not in err, (rc, err)
+
+
+def test_diverged_run_keeps_the_last_good_checkpoint(text_file, tmp_path, capsys):
+    "--lr 1e30: the loss becomes nan; the run stops with exit 1 and one line, and no nan weights reach last.pth or best_model.pth."
+    import json
+    argv = ["--data", str(text_file), "--out_dir", str(tmp_path), *TINY, "--output_vocab", "seen"]
+    # from scratch, diverged at the first evaluation: nothing good to keep, so nothing is written
+    assert main([*argv, "--lr", "1e30", "--warmup", "0", "--eval_interval", "1", "--max_steps", "4"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "became nan at step 1" in err and "lower --lr (now 1e+30)" in err, err
+    assert not (tmp_path / "last.pth").exists() and not (tmp_path / "best_model.pth").exists()
+    assert json.loads((tmp_path / "train_log.json").read_text())["stop_reason"] == "diverged"
+    # a good run, then resumed at 1e30 and checked before each last.pth write: both files stay as they were
+    train(tiny_args(text_file, tmp_path, max_steps=4, eval_interval=2, output_vocab="seen"))
+    good = {n: (tmp_path / n).read_bytes() for n in ("last.pth", "best_model.pth")}
+    assert main([*argv, "--resume", "--lr", "1e30", "--max_steps", "8", "--eval_interval", "100", "--save_interval", "1"]) == 1
+    last_line = capsys.readouterr().err.splitlines()[-1]
+    assert f"the last good checkpoint is {tmp_path / 'last.pth'}: lower --lr (now 1e+30) and --resume" in last_line, last_line
+    assert all((tmp_path / n).read_bytes() == b for n, b in good.items())
+    log = json.loads((tmp_path / "train_log.json").read_text())
+    assert log["stop_reason"] == "diverged" and log["diverged"]["step"] == 5
+    # and the advice works: --resume with a sane rate
+    assert main([*argv, "--resume", "--max_steps", "8", "--eval_interval", "4"]) == 0
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["step"] == 8
+
+
+def test_closed_stderr_does_not_lose_the_run(text_file, tmp_path):
+    "`train ... 2>&1 | head -c 10`: once head exits, the messages stop, the run goes on and writes its last checkpoint."
+    out = tmp_path / "ck"
+    cmd = [sys.executable, "-m", "gpt2_learn.train", "--data", str(text_file), "--out_dir", str(out), *TINY, "--max_steps", "60",
+           "--eval_interval", "1", "--save_interval", "1000", "--output_vocab", "seen", "--no-progress"]
+    p = subprocess.Popen(cmd, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert len(p.stderr.read(10)) == 10
+    p.stderr.close()
+    assert p.poll() is None, "the run ended before its stderr was closed"
+    assert p.wait(timeout=300) == 0
+    assert torch.load(out / "last.pth", weights_only=True)["step"] == 60       # the only last.pth: the final one
+
+
+def test_sighup_saves_then_resume(text_file, tmp_path):
+    "A closed terminal (SIGHUP) saves last.pth and exits 130, as Ctrl+C does; --resume goes on from there."
+    out = tmp_path / "ck"
+    cmd = lambda steps: [sys.executable, "-m", "gpt2_learn.train", "--data", str(text_file), "--out_dir", str(out), *TINY,
+                         "--max_steps", str(steps), "--eval_interval", "5", "--save_interval", "100000", "--output_vocab", "seen",
+                         "--no-progress"]
+    p = subprocess.Popen(cmd(5000), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))   # not ignored, whatever ran pytest
+    lines = []
+    while not any(l.startswith("step 5:") for l in lines) and p.poll() is None: lines.append(p.stderr.readline())
+    p.send_signal(signal.SIGHUP)
+    err = p.stderr.read(); p.wait(timeout=120)
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err, ("".join(lines), err)
+    stopped_at = torch.load(out / "last.pth", weights_only=True)["step"]     # written at the SIGHUP: --save_interval is 100000
+    assert stopped_at >= 5
+    r = subprocess.run(cmd(stopped_at + 3) + ["--resume"], env=env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and f"at step {stopped_at}" in r.stderr, r.stderr
+    assert torch.load(out / "last.pth", weights_only=True)["step"] == stopped_at + 3
+
+
+def test_interrupted_before_the_first_evaluation_records_its_best_val(text_file, tmp_path, monkeypatch):
+    "Stopped before any evaluation, the run writes best_model.pth; last.pth must record that file's loss as best_val."
+    import gpt2_learn.train as tr
+    calls, real = [], tr.get_batch
+    def get_batch(*a, **kw):
+        calls.append(1)
+        if len(calls) == 4: raise KeyboardInterrupt
+        return real(*a, **kw)
+    monkeypatch.setattr(tr, "get_batch", get_batch)
+    r = train(tiny_args(text_file, tmp_path, max_steps=20, eval_interval=10, output_vocab="seen"))
+    assert r["stop_reason"] == "interrupted" and r["step"] == 3
+    best = torch.load(tmp_path / "best_model.pth", weights_only=True)
+    last = torch.load(tmp_path / "last.pth", weights_only=True)
+    assert best["step"] == 3 and np.isfinite(best["val_loss"]) and last["best_val"] == best["val_loss"] == r["best_val"]
+
+
+def test_truncated_last_pth_says_what_to_do(text_file, tmp_path, capsys):
+    train(tiny_args(text_file, tmp_path, max_steps=2, eval_interval=1, output_vocab="seen"))
+    data = (tmp_path / "last.pth").read_bytes(); (tmp_path / "last.pth").write_bytes(data[:len(data) // 2])
+    argv = ["--data", str(text_file), "--out_dir", str(tmp_path), "--resume", "--max_steps", "4", *TINY]
+    _one_line_exit_1(capsys, argv, f"start again without --resume, or replace --resume by --init {tmp_path / 'best_model.pth'}")
+
+
+def test_help_and_parse_errors(capsys):
+    "Every flag has a help line; a parse error is one line that ends with (see --help), exit 2."
+    from gpt2_learn.train import build_parser
+    actions = [a for a in build_parser()._actions if a.dest != "help"]
+    assert all(a.help and len(a.help) > 10 for a in actions), [a.dest for a in actions if not a.help]
+    autocast = next(a for a in actions if a.dest == "autocast").help
+    assert "AVX2" in autocast and torch.backends.cpu.get_cpu_capability() in autocast
+    with pytest.raises(SystemExit) as e: main(["--max_steps", "x"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and err.endswith("(see --help)\n"), err
