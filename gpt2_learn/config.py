@@ -130,7 +130,7 @@ class InferenceConfig:
         if not isinstance(self.stream, bool): bad("stream", "True or False")
         if self.seed is not None and (not isint(self.seed) or not -2**63 <= self.seed < 2**64): bad("seed", "an integer in [-2**63, 2**64) or None")
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
-            bad("stop", "a string or a tuple of non-empty strings")
+            bad("stop", "a non-empty string or a sequence of them")
         if self.eos_token_id is not None and (not isint(self.eos_token_id) or self.eos_token_id < 0): bad("eos_token_id", "a token id >= 0 or None")
         return self
 

@@ -55,8 +55,9 @@ def check_inputs(input_ids, attention_mask, vocab_size: int) -> tuple[torch.Tens
     if not isinstance(input_ids, torch.Tensor):
         try: input_ids = torch.as_tensor(input_ids)
         except (TypeError, ValueError, RuntimeError):                     # None, a str, rows of different lengths, ...
-            raise TypeError(f"input_ids must be token ids (a tensor, or a list of ints or of equal-length rows: pad_left "
-                            f"makes them equal), got {type(input_ids).__name__}") from None
+            kind = ValueError if isinstance(input_ids, (list, tuple)) else TypeError
+            raise kind(f"input_ids must be token ids (a tensor, or a list of ints or of equal-length rows: pad_left "
+                       f"makes them equal; torch.stack joins tensors), got {type(input_ids).__name__}") from None
         if input_ids.numel() == 0: input_ids = input_ids.long()
     if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
         raise TypeError(f"input_ids must hold integer token ids, got {input_ids.dtype}")

@@ -101,8 +101,7 @@ def load_model(model_path: str | Path | None = None, device: str | torch.device 
                                      f"a hub id like gpt2, or no --model_path for the bundled model)")
         if path.exists() and not (path.is_file() or path.is_dir()):      # a pipe, a device: never sent to the hub as a name
             raise ValueError(f"{name} is not a file or a folder: give a .pth checkpoint, an HF folder or a weights file")
-        if path.is_file() and path.suffix not in HF_SUFFIXES:            # .pth, .pt, .ckpt, or a checkpoint renamed
-            model = GPT2Model.from_checkpoint(path, device=device, dtype=dtype)
+        if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES: model = GPT2Model.from_checkpoint(path, device=device, dtype=dtype)
         elif path.exists(): model = GPT2Model.from_pretrained(path, device=device, dtype=dtype)
         else:                                                    # "checkpoints/run1" could be either: say both
             try: model = GPT2Model.from_pretrained(name, device=device, dtype=dtype)
@@ -309,7 +308,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p = _Parser(prog=prog or "python -m gpt2_learn.inference", description="Generate text with GPT-2: one prompt, or an interactive session.",
                 epilog="Prompts: backslash escapes in --prompt are interpreted (\"Person A: Hi\\nPerson B:\" has a newline). "
                        "Output: the prompt and its continuation go to stdout, a summary line to stderr. "
-                       "Exit codes: 0 ok, 1 model/device/runtime error, 2 bad flags or prompt, 130 interrupted.")
+                       "Exit codes: 0 ok, 1 model/device/runtime error, 2 bad flags, prompt or a model path where nothing is, 130 interrupted.")
     g = p.add_argument_group("model")
     g.add_argument("--model_path", help="a .pth checkpoint, an HF folder, a .safetensors/.bin file or a hub id (default: the bundled small model)")
     g.add_argument("--device", type=_device_arg, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
@@ -357,7 +356,7 @@ def config_from_args(args: argparse.Namespace) -> InferenceConfig:
 def _prog() -> str: return cli_name("gpt2-learn", "inference")
 
 def main(argv: Sequence[str] | None = None) -> int:
-    "Run the CLI; returns the exit code (0 ok, 1 runtime error, 2 bad flags or prompt, 130 interrupted)."
+    "Run the CLI; returns the exit code (0 ok, 1 runtime error, 2 bad flags, prompt or model path, 130 interrupted)."
     if sys.stderr is None: sys.stderr = open(os.devnull, "w", encoding="utf-8")   # 2>&-: the text still comes, the notes go nowhere
     with warnings.catch_warnings():                                       # one line per warning, and none from the compiler
         warnings.filterwarnings("ignore", module=r"torch\._inductor")    # (a GPU's first call compiles the decode step)

@@ -366,7 +366,7 @@ def _finite(what: str, value: float, step: int) -> float:
 
 class _QuietStream:
     "A text stream that goes quiet when its target breaks (`| head` exited, the terminal closed): a lost log line must not cost the run."
-    def __init__(self, target): self.target, self.broken = target, False
+    def __init__(self, target): self.target, self.broken = target, target is None    # None: stderr closed (2>&-)
     def write(self, s: str) -> int:
         if not self.broken:
             try: self.target.write(s); self.target.flush()
@@ -446,9 +446,12 @@ def train(a: TrainArgs, log=None) -> dict:
     def step_loss(x, y) -> torch.Tensor:
         with amp: return seen_loss(model, x, y) if seen_loss is not None else lm_loss(model(x), y)
 
+    def check_params():
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()): raise _Diverged(step, "weights", "non-finite")
+
     def check_weights():
         "An update can blow the weights up after its loss was checked: look again before they are saved."
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()): raise _Diverged(step, "weights", "non-finite")
+        check_params()
         if x is None: return                       # no step yet: the weights are the initial or the resumed ones
         model.eval()                               # no dropout, so no random numbers drawn: resume stays exact
         with torch.no_grad(): v = step_loss(x, y).item()
@@ -465,7 +468,7 @@ def train(a: TrainArgs, log=None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     from tqdm.auto import tqdm
     err = _QuietStream(sys.stderr)
-    bar = tqdm(total=a.max_steps, initial=step, disable=not (a.progress if a.progress is not None else sys.stderr.isatty()),
+    bar = tqdm(total=a.max_steps, initial=step, disable=not (a.progress if a.progress is not None else bool(sys.stderr and sys.stderr.isatty())),
                dynamic_ncols=True, file=err)
     t0 = time.time(); stop_reason = "max_steps"; loss_ema = lr = gnorm = x = y = diverged = None; last_saved = step
     last_good = out / "last.pth" if ckpt is not None else None   # the newest last.pth this run may point a resume at
@@ -493,8 +496,9 @@ def train(a: TrainArgs, log=None) -> dict:
                 history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
                                 "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
                 msg = f"step {step}: train {loss_ema:.4f} val {vl:.4f} lr {lr:.2e} tokens {tokens_seen:,} time {history[-1]['elapsed']:.0f}s"
-                if vl < best_val:
-                    best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
+                if vl < best_val:                  # weights the loss does not see (wpe's far rows) may still have blown up
+                    check_params(); best_val = vl
+                    save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
                     msg += " (best)"
                 bar.write(msg, file=err) if not bar.disable else say(msg)
                 _save_log(out, {**info, "history": history})
@@ -510,7 +514,9 @@ def train(a: TrainArgs, log=None) -> dict:
                 history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
                                 "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
                 say(f"step {step}: val {vl:.4f} (time budget spent)")
-                if vl < best_val: best_val = vl; save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
+                if vl < best_val:
+                    check_params(); best_val = vl
+                    save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
             if stop_reason != "diverged" and not (out / "best_model.pth").exists():   # stopped before the first evaluation
                 check_weights(); best_val = _finite("validation loss", val_loss(), step)   # before last.pth, which records best_val
                 save_checkpoint(model, out / "best_model.pth", step=step, val_loss=best_val, tokens_seen=tokens_seen)
@@ -589,7 +595,7 @@ def build_parser() -> argparse.ArgumentParser:
     for f in fields(TrainArgs):
         if f.name == "data": continue
         default = getattr(d, f.name)
-        h = helps[f.name] + ("" if default is None or isinstance(default, bool) else f" (default: {default})")
+        h = helps.get(f.name, f.name.replace("_", " ")) + ("" if default is None or isinstance(default, bool) else f" (default: {default})")
         if isinstance(default, bool): p.add_argument(f"--{f.name}", action="store_true", help=h); continue
         if f.name == "progress": p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=h); continue
         typ = {"lr": float, "min_lr": float, "dropout": float, "weight_decay": float, "grad_clip": float, "time_budget": float}.get(
@@ -605,6 +611,7 @@ def _message(e: BaseException) -> str:
 
 def main(argv=None) -> int:
     "CLI entry point; returns the exit status (0 ok, 1 a file could not be read or written or the loss diverged, 2 bad input, 130 interrupted)."
+    if sys.stderr is None: sys.stderr = open(os.devnull, "w", encoding="utf-8")   # 2>&-: the run goes on, silently
     args = build_parser().parse_args(argv)
     err = _QuietStream(sys.stderr)                 # a closed stderr silences the messages, never the run
     def put(line: str): err.write(f"{line}\n")
@@ -632,7 +639,8 @@ def main(argv=None) -> int:
     if r["stop_reason"] == "diverged":
         d = r["diverged"]
         fix = (f"the last good checkpoint is {d['last_good']}: lower --lr (now {a.lr:g}) and --resume from it" if d["last_good"]
-               else f"no checkpoint was saved before it: start again with a lower --lr (now {a.lr:g})")
+               else f"no last.pth was saved before it: start again with a lower --lr (now {a.lr:g})"
+                    + (f", or from --init {Path(a.out_dir) / 'best_model.pth'}" if (Path(a.out_dir) / "best_model.pth").is_file() else ""))
         return fail(f"the {d['what']} became {d['value']} at step {d['step']}; {fix}", 1)
     put(f"done: step {r['step']}, {r['tokens_seen']:,} tokens, best val loss {r['best_val']:.4f} ({r['stop_reason']}); "
         f"checkpoints in {a.out_dir}")

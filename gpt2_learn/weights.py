@@ -26,6 +26,8 @@ IGNORED_BUFFERS = (".attn.bias", ".attn.masked_bias")   # cached causal masks in
 def normalize_keys(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     "Strip `transformer.` (and torch.compile's `_orig_mod.`) prefixes; drop mask buffers and the tied head (checked)."
     out = {}
+    if (odd := next((k for k in sd if not isinstance(k, str)), None)) is not None:
+        raise ValueError(f"the weights are keyed by {type(odd).__name__}s like {odd!r}, not by names like 'wte.weight': not a GPT-2's")
     for key, t in sd.items():
         key = key.removeprefix("_orig_mod.").removeprefix("transformer.")
         if key.endswith(IGNORED_BUFFERS) or key == "lm_head.weight": continue
@@ -54,6 +56,8 @@ def check_keys(expected: dict, sd: dict, n_layer: int) -> None:
         raise ValueError(f"weights do not fit a {n_layer}-layer GPT-2: "
                          f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
     for k, shape in expected.items():
+        if not isinstance(sd[k], torch.Tensor) or not sd[k].is_floating_point():
+            raise ValueError(f"weight {k} is {getattr(sd[k], 'dtype', type(sd[k]).__name__)}, not floating point: not a GPT-2's weights")
         if sd[k].shape != shape: raise ValueError(f"weight {k} has shape {tuple(sd[k].shape)}, the model expects {tuple(shape)}")
 
 def load_state_dict_strict(model: GPT2Model, sd: dict[str, torch.Tensor]) -> GPT2Model:
@@ -122,12 +126,13 @@ def _read_folder(folder: Path) -> tuple[dict, GPT2Config | None]:
         if (folder / name).is_file(): return read_weights_file(folder / name), cfg
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):   # sharded checkpoints
         if (folder / index).exists():
-            weight_map = _read_json(folder / index, "it should map each weight to its shard file").get("weight_map")
+            d = _read_json(folder / index, "it should map each weight to its shard file")
+            weight_map = d.get("weight_map") if isinstance(d, dict) else None
             if not isinstance(weight_map, dict): raise ValueError(f"{folder / index} has no weight_map: is the download complete?")
-            shards = [folder / s for s in sorted(set(weight_map.values()))]
-            if outside := [s for s in shards if not s.resolve().is_relative_to(folder.resolve())]:
-                raise ValueError(f"{folder / index} points outside its folder ({outside[0]}): not loading it")
-            return {k: v for s in shards for k, v in read_weights_file(s).items()}, cfg
+            names = sorted(set(map(str, weight_map.values())))
+            if outside := [n for n in names if Path(n).is_absolute() or ".." in Path(n).parts]:   # names, not targets: the
+                raise ValueError(f"{folder / index} points outside its folder ({outside[0]}): not loading it")   # hub's are links
+            return {k: v for n in names for k, v in read_weights_file(folder / n).items()}, cfg
     raise FileNotFoundError(f"{folder} has no model.safetensors or pytorch_model.bin")
 
 def _download(repo_id: str) -> Path:
@@ -144,6 +149,7 @@ def load_pretrained(name_or_path: str | Path, device=None, dtype=None) -> GPT2Mo
     if path.is_dir(): sd, cfg = _read_folder(path)
     elif path.is_file():
         sd = read_weights_file(path)
+        if "model" in sd and "config" in sd: return load_checkpoint(path, device, dtype)   # one of ours, under another suffix
         cfg = _read_config(path.parent)
     elif str(name_or_path) in HUB_IDS or ("/" in str(name_or_path) and not path.is_absolute() and not str(name_or_path).startswith(".")):
         sd, cfg = _read_folder(_download(str(name_or_path)))

@@ -167,3 +167,22 @@ def test_attention_mask_4d_hides_pads_and_keeps_each_query_on_itself():
     assert torch.equal(m, expected)
     step = attention_mask_4d(torch.tensor([[0, 0, 1, 1, 1, 1]]), 1, 5)[0, 0]   # a decode step after the prompt
     assert torch.equal(step, torch.tensor([[0, 0, 1, 1, 1, 1]], dtype=torch.bool))
+
+
+def test_sharded_folder_of_links_loads_and_an_index_pointing_outside_is_refused(tmp_path, hf_small):
+    "The hub's cache keeps each shard as a link to a blob outside the snapshot folder: that loads; a name with .. does not."
+    import json
+    from safetensors.torch import save_file
+    sd = {k: v.contiguous() for k, v in hf_small.state_dict().items() if k != "lm_head.weight"}
+    keys = sorted(sd); halves = {"a.safetensors": keys[:len(keys) // 2], "b.safetensors": keys[len(keys) // 2:]}
+    (tmp_path / "blobs").mkdir(); snap = tmp_path / "snapshot"; snap.mkdir()
+    for name, ks in halves.items():
+        save_file({k: sd[k] for k in ks}, str(tmp_path / "blobs" / name)); (snap / name).symlink_to(tmp_path / "blobs" / name)
+    index = {"weight_map": {k: name for name, ks in halves.items() for k in ks}}
+    (snap / "model.safetensors.index.json").write_text(json.dumps(index))
+    (snap / "config.json").write_text(hf_small.config.to_json_string())
+    ids = torch.randint(0, 50257, (1, 8), generator=torch.Generator().manual_seed(0))
+    assert max_diff(GPT2Model.from_pretrained(snap), hf_small, ids) < 1e-4
+    index["weight_map"][keys[0]] = "../blobs/a.safetensors"
+    (snap / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="points outside its folder"): GPT2Model.from_pretrained(snap)
