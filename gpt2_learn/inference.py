@@ -375,6 +375,9 @@ def _main(argv: Sequence[str] | None) -> int:
         return fail("no prompt: give --prompt TEXT, --prompt_file PATH, --prompt - (stdin), or --interactive", EXIT_USAGE)
     if sys.stdout is None: return fail("stdout is closed: there is nowhere to write the text (run without >&-)", EXIT_USAGE)
     if interactive and sys.stdin is None: return fail("interactive mode reads stdin, but stdin is closed: run it in a terminal", EXIT_USAGE)
+    if interactive and args.prompt == "-":
+        return fail("--prompt - reads all of stdin, which interactive mode reads too: give the first prompt as --prompt TEXT "
+                    "or --prompt_file PATH", EXIT_USAGE)
     if interactive and hasattr(sys.stdin, "reconfigure"): sys.stdin.reconfigure(errors="surrogateescape")  # a line that is
                                                                           # not UTF-8 gets one message, not the session's end
     if args.model_path == "": return fail("--model_path is empty: give a path or a hub id, or leave the flag out for the bundled model", EXIT_USAGE)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, numbers
 import torch
 import torch.nn.functional as F
-from .config import InferenceConfig
+from .config import InferenceConfig, _is_int
 
 # %% auto #0
 __all__ = ['distribution_stats', 'apply_temperature', 'top_k_filter', 'top_p_filter', 'min_p_filter', 'typical_filter',
@@ -32,14 +32,14 @@ def distribution_stats(logits: torch.Tensor, reference: torch.Tensor | None = No
 # %% ../nbs/05_sampling.ipynb #c82424f1
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     "Scale logits by `1/temperature` (> 0; greedy decoding is the `temperature == 0` limit)."
-    if isinstance(temperature, numbers.Real) and not temperature > 0:     # (a tensor is left alone: graph-safe)
-        raise ValueError(f"temperature must be > 0 here, got {temperature} (temperature 0 means greedy: use select_next_token)")
+    if isinstance(temperature, numbers.Real) and not 0 < temperature < math.inf:   # (a tensor is left alone: graph-safe)
+        raise ValueError(f"temperature must be > 0 and finite here, got {temperature} (temperature 0 means greedy: use select_next_token)")
     return logits / temperature
 
 # %% ../nbs/05_sampling.ipynb #34e80b53
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
     "Keep the `k` largest logits (ties with the k-th kept), set the rest to -inf; `k=0` is off."
-    if k < 0: raise ValueError(f"top_k must be >= 0 (0 turns it off), got {k}")
+    if not _is_int(k) or k < 0: raise ValueError(f"top_k must be an integer >= 0 (0 turns it off), got {k!r}")
     if k == 0: return logits
     kth = torch.topk(logits, min(k, logits.shape[-1]))[0][..., -1, None]  # (B, 1)
     return logits.masked_fill(logits < kth, float("-inf"))
@@ -108,7 +108,7 @@ def typical_filter(logits: torch.Tensor, mass: float) -> torch.Tensor:
 def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, penalty: float,
                              mask: torch.Tensor | None = None) -> torch.Tensor:
     "CTRL penalty on tokens in `input_ids` (B, T): positive logits / penalty, negative * penalty; `mask` 0 = ignore."
-    if not penalty > 0: raise ValueError(f"repetition_penalty must be > 0 (1 turns it off), got {penalty}")
+    if not 0 < penalty < math.inf: raise ValueError(f"repetition_penalty must be > 0 and finite (1 turns it off), got {penalty}")
     if logits.dim() == 1:                                                  # one row (V,) and its ids (T,)
         mask = None if mask is None else torch.atleast_2d(mask)
         return apply_repetition_penalty(logits[None], torch.atleast_2d(input_ids), penalty, mask)[0]
@@ -127,6 +127,8 @@ def apply_repetition_penalty(logits: torch.Tensor, input_ids: torch.Tensor, pena
 def apply_presence_frequency_penalty(logits: torch.Tensor, generated_ids: torch.Tensor,
                                      presence: float = 0.0, frequency: float = 0.0) -> torch.Tensor:
     "OpenAI-style penalties over generated tokens (B, G): `logits - frequency*count - presence*(count > 0)`."
+    if not (math.isfinite(presence) and math.isfinite(frequency)):
+        raise ValueError(f"presence and frequency penalties must be finite, got {presence} and {frequency}")
     if presence == 0 and frequency == 0: return logits
     if logits.dim() == 1:                                                  # one row (V,) and its ids (G,)
         return apply_presence_frequency_penalty(logits[None], torch.atleast_2d(generated_ids), presence, frequency)[0]
@@ -138,8 +140,10 @@ def apply_presence_frequency_penalty(logits: torch.Tensor, generated_ids: torch.
 # %% ../nbs/05_sampling.ipynb #8aa8eb28
 def no_repeat_ngram_filter(logits: torch.Tensor, input_ids: torch.Tensor, n: int) -> torch.Tensor:
     "Ban (-inf) every token that would repeat an n-gram of `input_ids` (B, T); `n=0` is off."
-    if n < 0: raise ValueError(f"no_repeat_ngram_size must be >= 0 (0 turns it off), got {n}")
+    if not _is_int(n) or n < 0: raise ValueError(f"no_repeat_ngram_size must be an integer >= 0 (0 turns it off), got {n!r}")
     if logits.dim() == 1: return no_repeat_ngram_filter(logits[None], torch.atleast_2d(input_ids), n)[0]   # one row (V,), ids (T,)
+    if input_ids.shape[0] != logits.shape[0]:
+        raise ValueError(f"input_ids has {input_ids.shape[0]} rows but logits {logits.shape[0]}: one row of ids per row of logits")
     T, V = input_ids.shape[-1], logits.shape[-1]
     if n == 0 or T < n: return logits
     prefix = input_ids[:, T + 1 - n:]                                      # (B, n-1) current suffix
@@ -158,6 +162,7 @@ def process_logits(logits: torch.Tensor, input_ids: torch.Tensor, config: Infere
                    prompt_len: int | None = None, mask: torch.Tensor | None = None, order: str = "hf") -> torch.Tensor:
     "Apply `config`'s penalties and (when sampling) warpers to logits (B, V), in transformers' order."
     if order not in ("hf", "temperature_last"): raise ValueError(f"order must be 'hf' or 'temperature_last', got {order!r}")
+    if not isinstance(config, InferenceConfig): raise TypeError(f"config must be an InferenceConfig, got {type(config).__name__}")
     if logits.dim() == 1:                                                  # one row (V,) and its ids (T,)
         mask = None if mask is None else torch.atleast_2d(mask)
         return process_logits(logits[None], torch.atleast_2d(input_ids), config, prompt_len, mask, order)[0]
@@ -224,5 +229,6 @@ def multinomial_one(probs: torch.Tensor, generator: torch.Generator | None = Non
 # %% ../nbs/05_sampling.ipynb #42f63cc4
 def select_next_token(logits: torch.Tensor, config: InferenceConfig, generator: torch.Generator | None = None) -> torch.Tensor:
     "The next token of each row of processed logits (B, V) -> (B,): argmax if `config.greedy`, else one multinomial draw."
+    if logits.dim() == 1: return select_next_token(logits[None], config, generator)[0]   # one row (V,) -> a 0-d token
     if config.greedy: return torch.argmax(logits, dim=-1)
     return multinomial_one(torch.softmax(logits, dim=-1), generator)

@@ -318,6 +318,7 @@ BAD_FLAGS = [
     (["--preset", "fast"], "invalid choice: 'fast'"),
     (["--device", "gpu"], "'gpu' is not a device"),
     (["--dtype", "int8"], "invalid choice"),
+    (["--prompt", "-", "--interactive"], "--prompt - reads all of stdin, which interactive mode reads too"),
 ]
 
 
