@@ -628,6 +628,8 @@ def main(argv=None) -> int:
     try:
         r = train(a, log=put)
     except TrainError as e: return fail(e, 2)
+    except (NotADirectoryError, FileExistsError, PermissionError) as e:   # the folders it writes: a file in the way, no rights
+        return fail(f"{_message(e)}: choose an --out_dir (and --cache_dir) that can be written", 1)
     except (ValueError, OSError) as e: return fail(e, 1)       # a checkpoint that cannot be read, a device that is absent, ...
     except KeyboardInterrupt:
         put(f"{_prog()}: interrupted"); return 130

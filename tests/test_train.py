@@ -371,3 +371,8 @@ def test_help_and_parse_errors(capsys):
     with pytest.raises(SystemExit) as e: main(["--max_steps", "x"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.endswith("(see --help)\n"), err
+
+
+def test_out_dir_under_a_file_says_what_to_do(text_file, tmp_path, capsys):
+    argv = ["--data", str(text_file), "--out_dir", str(text_file / "sub"), "--max_steps", "2", *TINY]
+    _one_line_exit_1(capsys, argv, "choose an --out_dir (and --cache_dir) that can be written")
