@@ -146,19 +146,19 @@ def _download(repo_id: str) -> Path:
 def load_pretrained(name_or_path: str | Path, device=None, dtype=None) -> GPT2Model:
     "A GPT2Model with weights from an HF folder, a .safetensors/.bin file, or a hub id."
     path = Path(name_or_path)
-    if path.is_dir(): sd, cfg = _read_folder(path)
+    if path.is_dir(): folder = path; sd, cfg = _read_folder(folder)
     elif path.is_file():
         sd = read_weights_file(path)
         if "model" in sd and "config" in sd: return load_checkpoint(path, device, dtype)   # one of ours, under another suffix
-        cfg = _read_config(path.parent)
+        folder = path.parent; cfg = _read_config(folder)
     elif str(name_or_path) in HUB_IDS or ("/" in str(name_or_path) and not path.is_absolute() and not str(name_or_path).startswith(".")):
-        sd, cfg = _read_folder(_download(str(name_or_path)))
+        folder = _download(str(name_or_path)); sd, cfg = _read_folder(folder)
     else: raise FileNotFoundError(f"no model at {str(name_or_path)!r}: give an HF folder, a .safetensors/.bin file, or a hub id like 'gpt2'")
     sd = convert_hf_state_dict(sd)
     try: model = model_from_state_dict(cfg or config_from_state_dict(sd), sd)
     except ValueError as e:                                        # say which of the two files may be the wrong one
         if cfg is None: raise
-        raise ValueError(f"{e} (the shape comes from {(path if path.is_dir() else path.parent) / 'config.json'}: "
+        raise ValueError(f"{e} (the shape comes from {folder / 'config.json'}: "
                          f"does it belong to these weights?)") from None
     return model.to(device=resolve_device(device) if device is not None else None, dtype=resolve_dtype(dtype)).eval()
 
