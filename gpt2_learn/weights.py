@@ -13,11 +13,12 @@ from .config import GPT2Config
 from .model import GPT2Model, resolve_device, resolve_dtype, stream_friendly_layout
 
 # %% auto #0
-__all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'INITIALISERS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'normalize_keys',
-           'convert_hf_state_dict', 'config_from_state_dict', 'check_keys', 'load_state_dict_strict', 'no_weight_init',
-           'empty_model', 'model_from_state_dict', 'read_weights_file', 'load_pretrained', 'CheckpointError',
-           'load_weights_only', 'atomic_torch_save', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
-           'bundled_model_path', 'load_bundled_model', 'hf_config_dict', 'save_pretrained']
+__all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'BLOCK_KEY', 'INITIALISERS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'normalize_keys',
+           'convert_hf_state_dict', 'count_blocks', 'config_from_state_dict', 'check_keys', 'weight_shapes',
+           'check_weights_fit', 'load_state_dict_strict', 'no_weight_init', 'empty_model', 'model_from_state_dict',
+           'read_weights_file', 'load_pretrained', 'CheckpointError', 'load_weights_only', 'atomic_torch_save',
+           'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'bundled_model_path', 'load_bundled_model',
+           'hf_config_dict', 'save_pretrained']
 
 # %% ../nbs/03_weights.ipynb #17e1eb5a
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -42,12 +43,41 @@ def convert_hf_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {k: (t.t() if k.endswith(CONV1D_WEIGHTS) else t) for k, t in normalize_keys(sd).items()}
 
 # %% ../nbs/03_weights.ipynb #39c43fa7
+BLOCK_KEY = re.compile(r"h\.(\d+)\.")   # h.<index>.<rest>: one transformer block's weight
+
+def _shown(text: str, limit: int = 24) -> str:
+    "`text`, cut to `limit` characters (a hostile key can be a megabyte long)."
+    return text if len(text) <= limit else text[:limit] + "..."
+
+def _matrix_shape(sd: dict, key: str, what: str) -> tuple[int, int]:
+    "The (rows, columns) of `sd[key]`; ValueError saying what it is instead."
+    t = sd.get(key)
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"the weights have no {what} ({key}): not a GPT-2's")
+    if t.dim() != 2:
+        raise ValueError(f"{key} (the {what}) has shape {tuple(t.shape)}, a GPT-2's is a matrix (rows, n_embd)")
+    return tuple(t.shape)
+
+def count_blocks(sd: dict) -> int:
+    "How many blocks the weights hold: keys h.0. to h.N-1. (counted from the keys, never from a declared size)."
+    found = {m.group(1) for k in sd if isinstance(k, str) and (m := BLOCK_KEY.match(k))}
+    n = len(found)
+    if n == 0:
+        raise ValueError("the weights have no transformer blocks (no keys like h.0.ln_1.weight): not a GPT-2's")
+    wide = len(str(n - 1))
+    stray = [s for s in found if len(s) > wide or (len(s) > 1 and s[0] == "0") or int(s) >= n]
+    if stray:
+        gap = min(set(range(n)) - {int(s) for s in found if s not in stray})
+        top = max(stray, key=lambda s: (len(s), s))
+        raise ValueError(f"the weights' {n} blocks are numbered up to h.{_shown(top)} and h.{gap} is missing: "
+                         f"not a whole GPT-2 (is a file of it damaged or left out?)")
+    return n
+
 def config_from_state_dict(sd: dict[str, torch.Tensor], head_dim: int = 64) -> GPT2Config:
     "Infer a GPT2Config from (converted) weights; the head count assumes `head_dim` (64 in every OpenAI size)."
-    V, d = sd["wte.weight"].shape
-    n_layer = 1 + max(int(m.group(1)) for k in sd if (m := re.match(r"h\.(\d+)\.", k)))
-    return GPT2Config(vocab_size=V, n_positions=sd["wpe.weight"].shape[0], n_embd=d, n_layer=n_layer,
-                      n_head=max(1, d // head_dim))
+    V, d = _matrix_shape(sd, "wte.weight", "token embedding")
+    P = _matrix_shape(sd, "wpe.weight", "position embedding")[0]
+    return GPT2Config(vocab_size=V, n_positions=P, n_embd=d, n_layer=count_blocks(sd), n_head=max(1, d // head_dim))
 
 def check_keys(expected: dict, sd: dict, n_layer: int) -> None:
     "Raise ValueError listing missing/unexpected keys and wrong shapes (`expected`: key -> shape)."
@@ -59,6 +89,31 @@ def check_keys(expected: dict, sd: dict, n_layer: int) -> None:
         if not isinstance(sd[k], torch.Tensor) or not sd[k].is_floating_point():
             raise ValueError(f"weight {k} is {getattr(sd[k], 'dtype', type(sd[k]).__name__)}, not floating point: not a GPT-2's weights")
         if sd[k].shape != shape: raise ValueError(f"weight {k} has shape {tuple(sd[k].shape)}, the model expects {tuple(shape)}")
+
+def weight_shapes(cfg: GPT2Config) -> dict[str, tuple[int, ...]]:
+    "Every weight of a GPT-2 of shape `cfg` (our layout, tied head left out): key -> shape, by arithmetic alone."
+    d, inner = cfg.n_embd, getattr(cfg, "n_inner", None) or 4 * cfg.n_embd
+    block = {"ln_1.weight": (d,), "ln_1.bias": (d,), "attn.c_attn.weight": (3 * d, d), "attn.c_attn.bias": (3 * d,),
+             "attn.c_proj.weight": (d, d), "attn.c_proj.bias": (d,), "ln_2.weight": (d,), "ln_2.bias": (d,),
+             "mlp.c_fc.weight": (inner, d), "mlp.c_fc.bias": (inner,), "mlp.c_proj.weight": (d, inner),
+             "mlp.c_proj.bias": (d,)}
+    shapes = {"wte.weight": (cfg.vocab_size, d), "wpe.weight": (cfg.n_positions, d)}
+    shapes.update({f"h.{i}.{k}": s for i in range(cfg.n_layer) for k, s in block.items()})
+    return {**shapes, "ln_f.weight": (d,), "ln_f.bias": (d,)}
+
+def check_weights_fit(cfg: GPT2Config, sd: dict) -> None:
+    "ValueError (one line) unless `sd` holds exactly the weights of a GPT-2 of shape `cfg`; nothing is built."
+    sd = normalize_keys(sd)
+    V, d = _matrix_shape(sd, "wte.weight", "token embedding")
+    P = _matrix_shape(sd, "wpe.weight", "position embedding")[0]
+    for name, declared, found in (("n_embd", cfg.n_embd, d), ("vocab_size", cfg.vocab_size, V),
+                                  ("n_positions", cfg.n_positions, P)):
+        if declared != found:
+            raise ValueError(f"the config says {name}={declared} but the weights have {found} "
+                             f"(wte.weight is {V} x {d}, wpe.weight {P} x {d})")
+    n = count_blocks(sd)
+    if n != cfg.n_layer: raise ValueError(f"the config says n_layer={cfg.n_layer} but the weights hold {n} blocks")
+    check_keys(weight_shapes(cfg), sd, n)
 
 def load_state_dict_strict(model: GPT2Model, sd: dict[str, torch.Tensor]) -> GPT2Model:
     "Copy weights into `model`; any missing or unexpected key is an error that lists them."
@@ -86,8 +141,8 @@ def empty_model(cfg: GPT2Config) -> GPT2Model:
 
 def model_from_state_dict(cfg: GPT2Config, sd: dict[str, torch.Tensor]) -> GPT2Model:
     "A GPT2Model that adopts the (converted) tensors of `sd` without a second copy; keys checked strictly."
+    check_weights_fit(cfg, sd)                                            # before anything of that size is built
     model = empty_model(cfg)
-    check_keys({k: p.shape for k, p in model.state_dict().items() if k != "lm_head.weight"}, sd, cfg.n_layer)
     model.load_state_dict({**sd, "lm_head.weight": sd["wte.weight"]}, assign=True)
     model.lm_head.weight = model.wte.weight                               # keep the tie
     return stream_friendly_layout(model).eval()
