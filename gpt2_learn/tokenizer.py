@@ -4,15 +4,16 @@
 
 # %% ../nbs/01_tokenizer.ipynb #04a27dc5
 from __future__ import annotations
-import codecs, json
+import codecs, json, stat
 from functools import lru_cache
 from pathlib import Path
 import regex
 
 # %% auto #0
-__all__ = ['EOT', 'GPT2_HUB_IDS', 'BYTE_ENCODER', 'BYTE_DECODER', 'GPT2_SPLIT_PATTERN', 'GPT2_SPLIT', 'load_gpt2_bpe',
+__all__ = ['EOT', 'GPT2_HUB_IDS', 'GPT2_SPECIAL_TOKENS', 'BYTE_ENCODER', 'BYTE_DECODER', 'GPT2_SPLIT_PATTERN', 'GPT2_SPLIT',
+           'TOKENIZER_FILES', 'MAX_TOKENIZER_FILE_BYTES', 'TOKENIZER_ADVICE', 'load_gpt2_bpe', 'bpe_tokenizer',
            'load_tokenizer', 'bytes_to_unicode', 'pre_tokenize', 'BPETokenizer', 'token_bytes', 'StreamDecoder',
-           'decode_stream']
+           'decode_stream', 'read_plain_file', 'tokenizer_from_folder']
 
 # %% ../nbs/01_tokenizer.ipynb #d0c2a737
 @lru_cache(maxsize=1)
@@ -36,34 +37,36 @@ EOT = "<|endoftext|>"
 GPT2_HUB_IDS = {"gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "distilgpt2",
                 "openai-community/gpt2", "openai-community/gpt2-medium", "openai-community/gpt2-large",
                 "openai-community/gpt2-xl", "distilbert/distilgpt2"}  # all share one tokenizer
+GPT2_SPECIAL_TOKENS = dict(bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT)
 
-@lru_cache(maxsize=1)
-def _gpt2_tokenizer():
+def bpe_tokenizer(vocab: dict[str, int], merges: list[tuple[str, str]], add_prefix_space: bool = False, **kw):
+    "A fast byte-level BPE tokenizer (transformers' GPT-2 class) from a vocabulary and its merges, padding on the left."
     from transformers import GPT2TokenizerFast
-    vocab, merges = load_gpt2_bpe()
-    kw = dict(add_prefix_space=False, bos_token=EOT, eos_token=EOT, unk_token=EOT, pad_token=EOT,
-              padding_side="left", clean_up_tokenization_spaces=False)
-    tok = GPT2TokenizerFast(vocab=vocab, merges=merges, **kw)
+    kw = dict(padding_side="left", clean_up_tokenization_spaces=False, **kw)
+    tok = GPT2TokenizerFast(vocab=vocab, merges=merges, add_prefix_space=add_prefix_space, **kw)
     if len(tok) != len(vocab):  # transformers 4 ignores vocab=/merges=: build the Rust tokenizer ourselves
         from tokenizers import Tokenizer, models, pre_tokenizers, decoders
         backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
-        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
         backend.decoder = decoders.ByteLevel()
         tok = GPT2TokenizerFast(tokenizer_object=backend, **kw)
     return tok
 
-def load_tokenizer(name_or_path: str | None = None):
-    "GPT-2's tokenizer built offline (None), or `AutoTokenizer.from_pretrained(name_or_path)` (hub id or local folder)."
+@lru_cache(maxsize=1)
+def _gpt2_tokenizer():
+    return bpe_tokenizer(*load_gpt2_bpe(), **GPT2_SPECIAL_TOKENS)
+
+def load_tokenizer(name_or_path: str | Path | None = None):
+    "GPT-2's tokenizer, built offline (None or a GPT-2 hub id); or a folder's (or a hub id's) plain tokenizer files."
     if name_or_path is None: return _gpt2_tokenizer()
-    from transformers import AutoTokenizer
     name = str(name_or_path)
-    try: return AutoTokenizer.from_pretrained(name)
-    except Exception as e:
-        if name in GPT2_HUB_IDS: return _gpt2_tokenizer()  # same files, bundled: no network needed
-        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if (name.startswith((".", "/", "~")) or "\\" in name) and not Path(name).expanduser().is_dir(): why = "no such folder"
-        raise OSError(f"can't load a tokenizer from {name!r} ({why}). Pass a folder holding tokenizer.json "
-                      f"(or vocab.json + merges.txt), a hub id already in the cache, or nothing for the bundled GPT-2 tokenizer.") from None
+    if name in GPT2_HUB_IDS: return _gpt2_tokenizer()                  # the same files, bundled: no network needed
+    path = Path(name).expanduser()
+    if path.is_dir(): return tokenizer_from_folder(path)
+    if path.exists() or name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
+        why = "not a folder" if path.exists() else "no such folder"
+        raise OSError(f"can't load a tokenizer from {name!r} ({why}). {TOKENIZER_ADVICE}")
+    return tokenizer_from_folder(_download_tokenizer(name))            # a hub id: its plain files, from the cache
 
 # %% ../nbs/01_tokenizer.ipynb #f9dbe279
 def bytes_to_unicode() -> dict[int, str]:
@@ -129,7 +132,8 @@ class BPETokenizer:
 # %% ../nbs/01_tokenizer.ipynb #d7f45f2c
 def token_bytes(tokenizer, token_id: int) -> bytes:
     "The raw bytes that one token stands for (through GPT-2's byte decoder)."
-    tokens = tokenizer.convert_ids_to_tokens([int(token_id)]) if int(token_id) >= 0 else []
+    try: tokens = tokenizer.convert_ids_to_tokens([int(token_id)]) if int(token_id) >= 0 else []
+    except (OverflowError, IndexError): tokens = []                    # beyond what the Rust side can even hold
     t = tokens[0] if tokens else None
     if t is None: raise ValueError(f"token id {int(token_id)} is not in the vocabulary (size {len(tokenizer)})")
     try: return bytes(BYTE_DECODER[c] for c in t)
@@ -171,3 +175,75 @@ def decode_stream(tokenizer, token_ids, skip_special_tokens: bool = False):
     for i in token_ids:
         if piece := dec.put(i): yield piece
     if rest := dec.flush(): yield rest
+
+# %% ../nbs/01_tokenizer.ipynb #5c5d7476
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json")
+MAX_TOKENIZER_FILE_BYTES = 64 * 2**20   # GPT-2's tokenizer.json is 1.4 MB; the largest on the hub are tens of MB
+TOKENIZER_ADVICE = ("Pass a folder holding tokenizer.json (or vocab.json + merges.txt), a hub id already in the cache, "
+                    "or nothing for the bundled GPT-2 tokenizer.")
+
+def read_plain_file(path: Path, limit: int = MAX_TOKENIZER_FILE_BYTES) -> bytes | None:
+    "The bytes of a regular file of at most `limit` bytes; None if nothing is there; OSError for anything else."
+    try: st = path.stat()
+    except FileNotFoundError: return None
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(f"{path} is not a regular file (a pipe, a device or a folder?): put the real file there")
+    if st.st_size <= limit:
+        with open(path, "rb") as f: data = f.read(limit + 1)           # at most limit + 1 bytes, even if it grows
+        if len(data) <= limit: return data
+    raise OSError(f"{path} is over {limit // 2**20} MiB, more than any tokenizer file: is it the right file?")
+
+def _read_json(path: Path, data: bytes):
+    try: return json.loads(data.decode("utf-8"))
+    except ValueError as e: raise OSError(f"{path} is not UTF-8 JSON ({type(e).__name__}): replace it") from None
+
+def _special_tokens(config: dict, in_vocab) -> dict:
+    "The special tokens tokenizer_config.json names (plain strings in the vocabulary), else `<|endoftext|>` if present."
+    kw = {}
+    for key in GPT2_SPECIAL_TOKENS:
+        t = config.get(key)
+        if isinstance(t, dict): t = t.get("content")                   # the older {"content": ...} form
+        if isinstance(t, str) and in_vocab(t): kw[key] = t
+        elif in_vocab(EOT): kw[key] = EOT
+    return kw
+
+def tokenizer_from_folder(folder: str | Path):
+    "A folder's tokenizer built from its plain files (tokenizer.json, or vocab.json + merges.txt); no code is imported."
+    folder = Path(folder)
+    files = {name: read_plain_file(folder / name) for name in TOKENIZER_FILES}
+    config = files["tokenizer_config.json"]
+    config = _read_json(folder / "tokenizer_config.json", config) if config is not None else {}
+    config = config if isinstance(config, dict) else {}
+    if files["tokenizer.json"] is not None:
+        from tokenizers import Tokenizer
+        from transformers import PreTrainedTokenizerFast
+        try: backend = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
+        except Exception as e:
+            raise OSError(f"{folder / 'tokenizer.json'} is not a tokenizer ({type(e).__name__}): replace it") from None
+        kw = _special_tokens(config, lambda t: backend.token_to_id(t) is not None)
+        kw.update(padding_side="left", clean_up_tokenization_spaces=False)
+        return PreTrainedTokenizerFast(tokenizer_object=backend, **kw)
+    if files["vocab.json"] is not None and files["merges.txt"] is not None:
+        vocab = _read_json(folder / "vocab.json", files["vocab.json"])
+        ids_ok = isinstance(vocab, dict) and all(type(i) is int for i in vocab.values())
+        if not ids_ok:
+            raise OSError(f"{folder / 'vocab.json'} is not a vocabulary (a JSON object of token -> id): replace it")
+        try: lines = files["merges.txt"].decode("utf-8").splitlines()
+        except UnicodeDecodeError: raise OSError(f"{folder / 'merges.txt'} is not UTF-8 text: replace it") from None
+        merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+        if any(len(m) != 2 for m in merges):
+            raise OSError(f"{folder / 'merges.txt'} is not a list of merges (two tokens a line): replace it")
+        prefix = config.get("add_prefix_space") is True
+        special = _special_tokens(config, vocab.__contains__)
+        return bpe_tokenizer(vocab, merges, add_prefix_space=prefix, **special)
+    raise OSError(f"can't load a tokenizer from {str(folder)!r} (it has no tokenizer.json, "
+                  f"nor vocab.json + merges.txt). {TOKENIZER_ADVICE}")
+
+def _download_tokenizer(repo_id: str) -> Path:
+    "The hub id's plain tokenizer files (from the cache, or downloaded): only these names, never code."
+    try:
+        from huggingface_hub import snapshot_download
+        return Path(snapshot_download(repo_id, allow_patterns=list(TOKENIZER_FILES)))
+    except Exception as e:
+        raise OSError(f"can't load a tokenizer from {repo_id!r} ({type(e).__name__}: not in the Hugging Face cache, "
+                      f"and the hub is out of reach). {TOKENIZER_ADVICE}") from None

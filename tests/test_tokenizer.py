@@ -136,3 +136,61 @@ def test_bad_path_gives_clear_error():
 
 def test_gpt2_hub_id_offline_falls_back_to_bundled():
     assert load_tokenizer("gpt2")("Hello world").input_ids == [15496, 995]
+
+
+def _folder_with_code(tmp_path, tok):
+    "A tokenizer folder whose config.json and tokenizer_config.json point transformers at Python beside them."
+    import json
+    d = tmp_path / "evil"
+    tok.save_pretrained(d)
+    marker = tmp_path / "ran"
+    (d / "evil_cfg.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n"
+                                   "from transformers import GPT2Config, GPT2Tokenizer\n"
+                                   "class EvilConfig(GPT2Config): model_type = 'evil'\n"
+                                   "class EvilTok(GPT2Tokenizer): pass\n")
+    auto_map = {"AutoConfig": "evil_cfg.EvilConfig", "AutoTokenizer": ["evil_cfg.EvilTok", None]}
+    (d / "config.json").write_text(json.dumps({"model_type": "evil", "auto_map": auto_map}))
+    cfg = json.loads((d / "tokenizer_config.json").read_text())
+    (d / "tokenizer_config.json").write_text(json.dumps({**cfg, "tokenizer_class": "EvilTok", "auto_map": auto_map}))
+    return d, marker
+
+
+def test_folder_with_code_never_asks_never_runs(tok, tmp_path, monkeypatch, capsys):
+    "auto_map entries beside Python files: the plain tokenizer.json is used, nothing asked on stdout, no code run."
+    import io, sys
+    d, marker = _folder_with_code(tmp_path, tok)
+    monkeypatch.setattr(sys, "stdin", io.StringIO("yes\nyes\n"))
+    t2 = load_tokenizer(str(d))
+    assert not marker.exists()
+    assert "custom code" not in capsys.readouterr().out
+    for text in PIECES: assert t2.encode(text) == tok.encode(text)            # the oracle: transformers' own GPT-2
+    assert t2.eos_token_id == 50256 and t2.decode(t2.encode(PIECES[5])) == PIECES[5]
+
+
+def test_vocab_and_merges_folder_equals_transformers(tok, tmp_path):
+    "vocab.json + merges.txt only (the older format), read by us: the same ids as transformers' GPT-2."
+    import json
+    from gpt2_learn.tokenizer import load_gpt2_bpe
+    vocab, merges = load_gpt2_bpe()
+    (tmp_path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
+    (tmp_path / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    t2 = load_tokenizer(str(tmp_path))
+    for text in PIECES: assert t2.encode(text) == tok.encode(text)
+
+
+def test_tokenizer_files_must_be_regular_and_bounded(tmp_path):
+    "A FIFO or a huge file named tokenizer.json: refused in one line, before anything is read."
+    (tmp_path / "fifo").mkdir(); os.mkfifo(tmp_path / "fifo" / "tokenizer.json")
+    with pytest.raises(OSError, match="not a regular file") as e: load_tokenizer(str(tmp_path / "fifo"))
+    assert "\n" not in str(e.value)
+    (tmp_path / "big").mkdir()
+    with open(tmp_path / "big" / "tokenizer.json", "wb") as f: f.truncate(200 * 2**20)
+    with pytest.raises(OSError, match="MiB"): load_tokenizer(str(tmp_path / "big"))
+    (tmp_path / "none").mkdir()
+    with pytest.raises(OSError, match="no tokenizer.json"): load_tokenizer(str(tmp_path / "none"))
+
+
+def test_ids_outside_the_vocabulary_are_value_errors(tok):
+    with pytest.raises(ValueError, match="not in the vocabulary"): token_bytes(tok, 10**12)
+    with pytest.raises(ValueError, match="not in the vocabulary"): StreamDecoder(tok).put(10**12)
+    with pytest.raises(ValueError, match="not in the vocabulary"): StreamDecoder(tok).put([1, -5])
