@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_generation.ipynb #c19f76bb
 from __future__ import annotations
-import math, warnings
+import dataclasses, math, warnings
 from collections.abc import Iterator, Sequence
 import torch
 from .config import InferenceConfig
@@ -12,7 +12,8 @@ from .kv_cache import KVCache
 from .sampling import process_logits, select_next_token
 
 # %% auto #0
-__all__ = ['pad_left', 'NonFiniteLogitsError', 'check_logits', 'check_inputs', 'generate', 'generate_ids', 'TextStream']
+__all__ = ['pad_left', 'NonFiniteLogitsError', 'check_logits', 'check_inputs', 'as_config', 'generate', 'generate_ids',
+           'TextStream']
 
 # %% ../nbs/06_generation.ipynb #b08d38ff
 def pad_left(sequences: Sequence[Sequence[int]], pad_id: int = 50256) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,15 +78,28 @@ def check_inputs(input_ids, attention_mask, vocab_size: int) -> tuple[torch.Tens
         raise ValueError("attention_mask: pad on the left (0s, then 1s, the last token of every row real): pad_left does it")
     return input_ids, attention_mask
 
+def as_config(config=None, **overrides) -> InferenceConfig:
+    "None -> the defaults, a dict -> InferenceConfig(**dict), an InferenceConfig as it is; then `overrides`."
+    if config is None: config = InferenceConfig()
+    elif isinstance(config, dict): overrides = {**config, **overrides}; config = InferenceConfig()
+    elif not isinstance(config, InferenceConfig):
+        raise TypeError(f"config must be an InferenceConfig (or a dict of its fields), got {type(config).__name__}")
+    names = [f.name for f in dataclasses.fields(InferenceConfig)]
+    if unknown := [k for k in overrides if k not in names]:
+        raise TypeError(f"InferenceConfig has no field {unknown[0]!r}: use one of {', '.join(names)}")
+    return config.replace(**overrides) if overrides else config
+
 # %% ../nbs/06_generation.ipynb #c41ac8e0
 @torch.no_grad()
 def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, config: InferenceConfig | None = None,
              attention_mask: torch.Tensor | None = None, *, use_cache: bool = True, trace: list | None = None,
              trace_top: int = 10, info: dict | None = None, fast: bool = True, **overrides) -> Iterator[torch.Tensor]:
     "Yield the next token of every row, a LongTensor (B,), one step at a time (`fast`: CUDA graphs on a GPU)."
-    config = (config or InferenceConfig()).replace(**overrides)
+    config = as_config(config, **overrides)
     if max_new_tokens is not None: config = config.replace(max_new_tokens=max_new_tokens)
     config.validate()
+    if isinstance(trace_top, bool) or not isinstance(trace_top, int) or trace_top < 1:
+        raise ValueError(f"trace_top must be an integer >= 1 (candidates kept a step), got {trace_top!r}")
     if config.eos_token_id is not None and config.eos_token_id >= model.config.vocab_size:
         raise ValueError(f"eos_token_id={config.eos_token_id} is not a token of this model ({model.config.vocab_size} in its "
                          f"vocabulary): give its end-of-text id, or None")
@@ -163,7 +177,7 @@ class TextStream:
     "Iterate the text of a generation piece by piece; afterwards `.text`, `.token_ids`, `.stop_reason`."
     def __init__(self, model, tokenizer, prompt: str, config: InferenceConfig | None = None, trace: list | None = None, **overrides):
         self.model, self.tokenizer, self.prompt, self.trace = model, tokenizer, prompt, trace
-        self.config = (config or InferenceConfig()).replace(**overrides).validate()
+        self.config = as_config(config, **overrides).validate()
         self.prompt_ids = tokenizer.encode(prompt)
         if not self.prompt_ids: raise ValueError("the prompt is empty: give some text")
         self.token_ids, self.text, self.stop_reason, self.info = [], "", None, {}

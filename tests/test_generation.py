@@ -201,3 +201,16 @@ def test_stop_string_across_token_boundaries(monkeypatch):
         pieces = list(ts)
         assert "".join(pieces) == continuation[:continuation.index(stop)], (stop, pieces)
         assert ts.stop_reason == "stop string"
+
+
+def test_config_as_a_dict_and_trace_top_checked(hf_small):
+    "generate(config={...}) works as TextGenerator's does; a wrong config or trace_top is a sentence naming it."
+    ours = ours_from_hf(hf_small)
+    as_dict = torch.stack(list(generate(ours, PROMPT, config={"max_new_tokens": 4, "do_sample": False})), 1)
+    assert torch.equal(as_dict, torch.stack(list(generate(ours, PROMPT, config=InferenceConfig(max_new_tokens=4, do_sample=False))), 1))
+    with pytest.raises(TypeError, match="config must be an InferenceConfig"): next(generate(ours, PROMPT, config=0.7))
+    with pytest.raises(TypeError, match="no field 'temp'"): next(generate(ours, PROMPT, config={"temp": 0.7}))
+    for bad in (-1, 0, 2.5, True):
+        with pytest.raises(ValueError, match="trace_top must be an integer >= 1"): next(generate(ours, PROMPT, 3, trace=[], trace_top=bad))
+    tok = load_tokenizer()
+    assert TextStream(ours, tok, "Hello", {"max_new_tokens": 2}).config.max_new_tokens == 2
