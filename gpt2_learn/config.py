@@ -12,9 +12,18 @@ def _is_int(x) -> bool: return isinstance(x, numbers.Integral) and not isinstanc
 def _is_real(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x, bool) and x == x  # not NaN
 
 # %% auto #0
-__all__ = ['GPT2_SIZES', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'cli_name', 'cli_interrupts']
+__all__ = ['GPT2_ACTIVATIONS', 'LEARNED_ACTIVATIONS', 'MAX_SIZES', 'MAX_PARAMS', 'GPT2_SIZES', 'HF_ALIASES', 'UNSUPPORTED',
+           'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'cli_name', 'cli_interrupts']
 
 # %% ../nbs/00_config.ipynb #2ae58a49
+GPT2_ACTIVATIONS = ("gelu", "gelu_10", "gelu_accurate", "gelu_fast", "gelu_new", "gelu_python", "gelu_python_tanh",
+                    "gelu_pytorch_tanh", "hardswish", "laplace", "leaky_relu", "linear", "mish", "quick_gelu", "relu",
+                    "relu2", "relu6", "sigmoid", "silu", "sqrtsoftplus", "swish", "tanh")   # transformers' names
+LEARNED_ACTIVATIONS = ("prelu", "xielu")  # transformers' too, with weights of their own that no GPT-2 file holds
+MAX_SIZES = {"vocab_size": 1 << 22, "n_positions": 1 << 20, "n_embd": 1 << 16, "n_layer": 1 << 10, "n_head": 1 << 16,
+             "n_inner": 1 << 18}   # far beyond any GPT-2 (gpt2-xl: 50,257 / 1,024 / 1,600 / 48 / 25 / 6,400)
+MAX_PARAMS = 10**10                # gpt2-xl has 1.56e9: a config over this is a typo or a crafted file, not a GPT-2
+
 @dataclass
 class GPT2Config:
     "The shape of a GPT-2 model (defaults: the 124M `gpt2`)."
@@ -25,20 +34,55 @@ class GPT2Config:
     n_head: int = 12               # attention heads per block
     layer_norm_epsilon: float = 1e-5
     dropout: float = 0.0           # only used in training (OpenAI trained with 0.1)
+    # variants on the hub (transformers' names and defaults; the defaults are OpenAI's GPT-2):
+    n_inner: int | None = None                     # MLP width; None = 4 * n_embd
+    activation_function: str = "gelu_new"          # the MLP's nonlinearity; gelu_new = GELU's tanh approximation
+    scale_attn_weights: bool = True                # divide q.k by sqrt(head_dim)
+    scale_attn_by_inverse_layer_idx: bool = False  # and by layer_idx + 1
+    reorder_and_upcast_attn: bool = False          # attention scores and softmax in float32 under half precision
 
     def __post_init__(self):
-        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
+        for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner"):
             v = getattr(self, name)
-            if not _is_int(v) or v < 1: raise ValueError(f"GPT2Config.{name} must be an integer >= 1, got {v!r}")
+            if v is None and name == "n_inner": continue
+            if not _is_int(v) or not 1 <= v <= MAX_SIZES[name]:
+                raise ValueError(f"GPT2Config.{name} must be an integer in [1, {MAX_SIZES[name]:,}], got {v!r}")
             setattr(self, name, int(v))                                  # numpy ints too
         for name, ok, rng in (("dropout", lambda x: 0 <= x < 1, "in [0, 1)"), ("layer_norm_epsilon", lambda x: x > 0, "> 0")):
             v = getattr(self, name)
             if not _is_real(v) or not ok(v): raise ValueError(f"GPT2Config.{name} must be a number {rng}, got {v!r}")
             setattr(self, name, float(v))
         if self.n_embd % self.n_head: raise ValueError(f"GPT2Config: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        act = self.activation_function
+        if act in LEARNED_ACTIVATIONS:
+            raise ValueError(f"GPT2Config.activation_function={act!r} has learned weights of its own, which gpt2_learn "
+                             f"does not load: use a model with one of {', '.join(GPT2_ACTIVATIONS)}")
+        if act not in GPT2_ACTIVATIONS:
+            names = ", ".join(GPT2_ACTIVATIONS)
+            raise ValueError(f"GPT2Config.activation_function must be one of {names}, got {act!r}")
+        for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
+            v = getattr(self, name)
+            if str(getattr(v, "dtype", "")) == "bool": setattr(self, name, bool(v))   # numpy.bool_
+            elif not isinstance(v, bool): raise ValueError(f"GPT2Config.{name} must be true or false, got {v!r}")
+        if (n := count_params(self)) > MAX_PARAMS:
+            raise ValueError(f"GPT2Config: vocab_size={self.vocab_size}, n_positions={self.n_positions}, "
+                             f"n_embd={self.n_embd}, n_layer={self.n_layer}, n_inner={self.n_inner} make {n:,} "
+                             f"parameters, more than the {MAX_PARAMS:,} gpt2_learn builds (gpt2-xl: 1,557,611,200): "
+                             f"is the config right?")
 
     @property
     def head_dim(self) -> int: return self.n_embd // self.n_head
+
+    @property
+    def inner_dim(self) -> int:
+        "The MLP's width: `n_inner`, or 4 * n_embd."
+        return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    def attention_scale(self, layer_idx: int) -> float | None:
+        "What block `layer_idx` multiplies q.k by; None for GPT-2's 1/sqrt(head_dim) (SDPA's default)."
+        if self.scale_attn_weights and not self.scale_attn_by_inverse_layer_idx: return None
+        scale = self.head_dim ** -0.5 if self.scale_attn_weights else 1.0
+        return scale / (layer_idx + 1) if self.scale_attn_by_inverse_layer_idx else scale
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> GPT2Config:
@@ -50,9 +94,14 @@ class GPT2Config:
 
     @classmethod
     def from_dict(cls, d: dict) -> GPT2Config:
-        "Build from a dict; accepts ours and transformers' `config.json` (which has extra keys)."
+        "Build from a dict: ours, or transformers' `config.json` (a field whose value we do not compute is refused)."
         names = {f.name for f in fields(cls)}
         d = dict(d)
+        for alias, name in HF_ALIASES.items():
+            if alias in d and name not in d: d[name] = d[alias]
+        for key, (allowed, why) in UNSUPPORTED.items():
+            if key in d and d[key] not in allowed:
+                raise ValueError(f"{key}={d[key]!r} is not supported: {why}")
         if "resid_pdrop" in d and "dropout" not in d: d["dropout"] = 0.0
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -71,10 +120,21 @@ GPT2_SIZES: dict[str, dict] = {
 # %% ../nbs/00_config.ipynb #d02f2400
 def count_params(cfg: GPT2Config, tied_head: bool = True) -> int:
     "Number of parameters of a GPT-2 with this config (the LM head tied to the token embedding by default)."
-    d, V, P = cfg.n_embd, cfg.vocab_size, cfg.n_positions
-    per_block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 4 * d + 4 * d) + (4 * d * d + d)
+    d, V, P, inner = cfg.n_embd, cfg.vocab_size, cfg.n_positions, cfg.inner_dim
+    per_block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * inner + inner) + (inner * d + d)
     total = V * d + P * d + cfg.n_layer * per_block + 2 * d
     return total if tied_head else total + V * d
+
+# %% ../nbs/00_config.ipynb #5b7e3d10
+HF_ALIASES = {"hidden_size": "n_embd", "max_position_embeddings": "n_positions", "num_attention_heads": "n_head",
+              "num_hidden_layers": "n_layer"}          # transformers' attribute_map: the same fields by other names
+UNSUPPORTED = {                                       # field: (the values we compute, what another value would change)
+    "model_type": (("gpt2",), "gpt2_learn runs GPT-2 models only"),
+    "add_cross_attention": ((False,), "cross-attention layers (an encoder-decoder's) are not in gpt2_learn's GPT-2"),
+    "tie_word_embeddings": ((True,), "an output head of its own (not tied to the token embedding) is not implemented"),
+    "pruned_heads": (({}, None), "a model with pruned attention heads has other shapes than gpt2_learn builds"),
+    "quantization_config": ((None,), "quantized weights are not implemented: use the model's float weights"),
+}
 
 # %% ../nbs/00_config.ipynb #3a5beefa
 @dataclass

@@ -8,11 +8,11 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .config import GPT2Config
+from .config import GPT2Config, GPT2_ACTIVATIONS
 
 # %% auto #0
-__all__ = ['DTYPES', 'CausalSelfAttention', 'MLP', 'Block', 'attention_mask_4d', 'position_ids_from_mask', 'GPT2Model',
-           'stream_friendly_layout', 'resolve_device', 'resolve_dtype']
+__all__ = ['ACTIVATIONS', 'DTYPES', 'CausalSelfAttention', 'gelu_tanh', 'MLP', 'Block', 'attention_mask_4d',
+           'position_ids_from_mask', 'GPT2Model', 'stream_friendly_layout', 'resolve_device', 'resolve_dtype']
 
 # %% ../nbs/02_model.ipynb #3915d609
 class CausalSelfAttention(nn.Module):
@@ -23,29 +23,64 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)   # x -> q, k, v
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)       # merged heads -> residual stream
         self.dropout = cfg.dropout
+        self.scale = cfg.attention_scale(layer_idx)           # None: 1/sqrt(head_dim), GPT-2's; variants: see below
+        self.upcast = cfg.reorder_and_upcast_attn             # a variant's: half-precision attention in float32
 
     def forward(self, x: torch.Tensor, kv_cache=None, mask: torch.Tensor | None = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         if kv_cache is not None: k, v = kv_cache.update(self.layer_idx, k, v)                    # (B, nh, S, hs)
+        if self.upcast: q, k, v = q.float(), k.float(), v.float()
         S = k.shape[2]
         p = self.dropout if self.training else 0.0
-        if mask is not None: y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        else: y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1 and T == S, dropout_p=p)
-        return self.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        if mask is not None: y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=self.scale)
+        else: y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1 and T == S, dropout_p=p, scale=self.scale)
+        return self.c_proj(y.to(x.dtype).transpose(1, 2).reshape(B, T, C))
+
+# %% ../nbs/02_model.ipynb #7c2f5b9e
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    "GPT-2's GELU: the tanh approximation (transformers' gelu_new)."
+    return F.gelu(x, approximate="tanh")
+
+def _gelu_10(x: torch.Tensor) -> torch.Tensor:
+    return torch.clip(F.gelu(x), -10.0, 10.0)
+
+def _quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
+def _relu2(x: torch.Tensor) -> torch.Tensor:
+    return torch.square(F.relu(x))
+
+def _laplace(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (1.0 + torch.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0))))
+
+def _sqrt_softplus(x: torch.Tensor) -> torch.Tensor:
+    return F.softplus(x).sqrt()
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+ACTIVATIONS = {   # transformers' activation names -> the function (the same formulas as its ACT2FN)
+    "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "gelu_python_tanh": gelu_tanh, "gelu_fast": gelu_tanh,
+    "gelu_accurate": gelu_tanh, "gelu": F.gelu, "gelu_python": F.gelu, "gelu_10": _gelu_10, "quick_gelu": _quick_gelu,
+    "relu": F.relu, "relu2": _relu2, "relu6": F.relu6, "leaky_relu": F.leaky_relu, "silu": F.silu, "swish": F.silu,
+    "mish": F.mish, "hardswish": F.hardswish, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "linear": _identity,
+    "laplace": _laplace, "sqrtsoftplus": _sqrt_softplus,
+}
 
 # %% ../nbs/02_model.ipynb #a43b1e58
 class MLP(nn.Module):
-    "Position-wise feed-forward: n_embd -> 4*n_embd -> GELU (tanh) -> n_embd."
+    "Position-wise feed-forward: n_embd -> 4*n_embd -> GELU (tanh) -> n_embd (or a variant's width and function)."
     def __init__(self, cfg: GPT2Config):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.c_fc = nn.Linear(cfg.n_embd, cfg.inner_dim)        # inner_dim: 4 * n_embd (a variant's n_inner)
+        self.c_proj = nn.Linear(cfg.inner_dim, cfg.n_embd)
+        self.act = ACTIVATIONS[cfg.activation_function]         # GPT-2: gelu_tanh
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
 
 # %% ../nbs/02_model.ipynb #37b830df
 class Block(nn.Module):

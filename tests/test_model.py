@@ -186,3 +186,134 @@ def test_sharded_folder_of_links_loads_and_an_index_pointing_outside_is_refused(
     index["weight_map"][keys[0]] = "../blobs/a.safetensors"
     (snap / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(ValueError, match="points outside its folder"): GPT2Model.from_pretrained(snap)
+
+
+# --- GPT-2 variants (issue 18.1): every option transformers' GPT-2 computes with, against transformers itself -----------
+
+REFUSED_ACTIVATIONS = ("prelu", "xielu")     # activations with learned parameters of their own (not in a GPT-2 state dict)
+
+
+def hf_variant(std=0.12, eager=False, **option):
+    "transformers' GPT-2 with `option`, weights re-drawn at `std` (where an option's effect shows), in a fresh folder's config."
+    import transformers
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(vocab_size=257, n_positions=64, n_embd=64, n_layer=3, n_head=4, **option)
+    if eager: cfg._attn_implementation = "eager"      # reorder_and_upcast_attn runs only in transformers' eager attention
+    hf = transformers.GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if p.dim() == 2: p.normal_(0.0, std)      # embeddings and Conv1D weights; LayerNorms stay as they are
+            elif name.endswith(".bias"): p.normal_(0.0, std / 4)
+    return hf
+
+
+def hf_activation_names():
+    from transformers.activations import ACT2FN
+    return sorted(ACT2FN)
+
+
+VARIANTS = ([dict(activation_function=a) for a in hf_activation_names() if a not in REFUSED_ACTIVATIONS]
+            + [dict(scale_attn_weights=False), dict(scale_attn_by_inverse_layer_idx=True), dict(n_inner=80),
+               dict(scale_attn_weights=False, scale_attn_by_inverse_layer_idx=True, activation_function="relu", n_inner=48),
+               dict(reorder_and_upcast_attn=True)])
+
+
+@pytest.mark.parametrize("option", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_variant_logits_equal_transformers(tmp_path, option):
+    hf = hf_variant(eager="reorder_and_upcast_attn" in option, **option)
+    hf.save_pretrained(tmp_path)
+    ours = GPT2Model.from_pretrained(tmp_path)
+    for k, v in option.items(): assert getattr(ours.config, k) == v
+    ids = torch.randint(0, 257, (2, 20), generator=torch.Generator().manual_seed(0))
+    assert max_diff(ours, hf, ids) < 1e-4
+
+
+@pytest.mark.parametrize("option", [o for o in VARIANTS if o != dict(reorder_and_upcast_attn=True)][-12:],
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_variant_generate_equals_transformers_greedy(tmp_path, option):
+    from gpt2_learn.config import InferenceConfig
+    hf = hf_variant(**option)
+    hf.save_pretrained(tmp_path)
+    ours = GPT2Model.from_pretrained(tmp_path)
+    ids = torch.randint(0, 257, (1, 6), generator=torch.Generator().manual_seed(1))
+    want = hf.generate(ids, max_new_tokens=16, do_sample=False, eos_token_id=None, pad_token_id=0)[0, 6:].tolist()
+    cfg = InferenceConfig(max_new_tokens=16, do_sample=False, repetition_penalty=1.0, eos_token_id=None)
+    assert [int(t) for t in ours.generate(ids, config=cfg)] == want
+
+
+def test_every_variant_changes_the_logits():
+    "The oracle tests above would fail with an option dropped: each option moves the logits far beyond 1e-4 at std 0.12."
+    ids = torch.randint(0, 257, (2, 20), generator=torch.Generator().manual_seed(0))
+    plain = hf_variant()
+    for option in VARIANTS:
+        if option == dict(reorder_and_upcast_attn=True) or option.get("activation_function") in ("gelu_new",
+                "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate"): continue   # the same function as GPT-2's
+        with torch.no_grad(): d = (hf_variant(**option)(ids).logits - plain(ids).logits).abs().max().item()
+        assert d > 1e-3, option
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_reorder_and_upcast_attn_computes_half_precision_attention_in_float32(monkeypatch, dtype):
+    "As transformers' eager path does (its SDPA path ignores the option); on the CPU the logits cannot tell: SDPA's inputs can."
+    seen = []
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    def spy(q, k, v, *args, **kwargs):
+        seen.append((q.dtype, k.dtype, v.dtype))
+        return sdpa(q, k, v, *args, **kwargs)
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    ids = torch.randint(0, 257, (2, 12), generator=torch.Generator().manual_seed(0))
+    for upcast in (True, False):
+        ours = ours_from_hf(hf_variant(reorder_and_upcast_attn=upcast)).to(dtype)
+        seen.clear()
+        with torch.no_grad(): out = ours(ids)
+        assert out.dtype == dtype and len(seen) == 3
+        assert set(seen) == {(torch.float32,) * 3 if upcast else (dtype,) * 3}
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("add_cross_attention", True, "cross-attention"), ("tie_word_embeddings", False, "tie"),
+    ("activation_function", "prelu", "learned"), ("activation_function", "swiglu", "activation_function"),
+    ("model_type", "gpt_neo", "model_type"), ("pruned_heads", {"0": [1]}, "pruned_heads"),
+    ("scale_attn_weights", "yes", "scale_attn_weights"), ("n_inner", 0, "n_inner"),
+    ("quantization_config", {"quant_method": "bitsandbytes"}, "quantization_config")])
+def test_config_fields_we_do_not_compute_are_refused_in_one_line(tmp_path, hf_small, field, value, words):
+    import json
+    d = {**hf_small.config.to_dict(), field: value}
+    with pytest.raises(ValueError) as e: GPT2Config.from_dict(d)
+    msg = str(e.value)
+    assert "\n" not in msg and field in msg and words in msg, msg
+    (tmp_path / "config.json").write_text(json.dumps(d))                         # and through a model folder
+    hf_small.save_pretrained(tmp_path / "w")
+    (tmp_path / "model.safetensors").write_bytes((tmp_path / "w" / "model.safetensors").read_bytes())
+    with pytest.raises(ValueError, match=field): GPT2Model.from_pretrained(tmp_path)
+
+
+def test_config_fields_that_do_not_change_inference_are_accepted(hf_small):
+    d = {**hf_small.config.to_dict(), "resid_pdrop": 0.3, "embd_pdrop": 0.2, "attn_pdrop": 0.1, "initializer_range": 0.5,
+         "bos_token_id": 1, "eos_token_id": [2, 3], "pad_token_id": 0, "use_cache": False, "summary_type": "mean",
+         "n_ctx": 128, "architectures": ["GPT2LMHeadModel"], "dtype": "float16", "task_specific_params": {"x": {}},
+         "output_attentions": True, "pruned_heads": {}, "model_type": "gpt2", "tie_word_embeddings": True}
+    cfg = GPT2Config.from_dict(d)
+    assert (cfg.n_layer, cfg.dropout, cfg.activation_function) == (2, 0.0, "gelu_new")
+
+
+def test_our_activation_table_is_transformers_less_the_refused():
+    from gpt2_learn.model import ACTIVATIONS
+    from gpt2_learn.config import GPT2_ACTIVATIONS
+    assert sorted(ACTIVATIONS) == sorted(GPT2_ACTIVATIONS) == [a for a in hf_activation_names() if a not in REFUSED_ACTIVATIONS]
+
+
+@pytest.mark.parametrize("field,value", [("n_layer", 10**9), ("n_embd", 10**7), ("vocab_size", 10**10), ("n_positions", 10**9),
+                                         ("n_inner", 10**9)])
+def test_declared_sizes_far_beyond_gpt2_xl_are_refused_at_construction(field, value):
+    import time
+    t0 = time.perf_counter()
+    kw = {field: value, **({"n_head": 1} if field == "n_embd" else {})}
+    with pytest.raises(ValueError) as e: GPT2Config(**kw)
+    assert field in str(e.value) and f"{value}" in str(e.value).replace(",", "").replace("_", "") and "\n" not in str(e.value)
+    assert time.perf_counter() - t0 < 1
+
+
+def test_combined_sizes_are_refused_by_the_parameter_count_and_gpt2_xl_passes():
+    GPT2Config.from_name("gpt2-xl")
+    with pytest.raises(ValueError, match="parameters"): GPT2Config(n_layer=1000, n_embd=8192, n_head=64)
