@@ -126,10 +126,15 @@ def plot_strategy_grid(logits: torch.Tensor, tokenizer, input_ids: torch.Tensor 
     settings = settings or GRID_SETTINGS
     nrows = math.ceil(len(settings) / ncols)
     fig, axes = _new_figure(nrows, ncols, figsize=(4.2 * ncols, 3.3 * nrows), sharey=True, squeeze=False)
+    tallest = 0.0
     for ax, (name, s) in zip(axes.flat, settings.items()):
         cfg = s if isinstance(s, InferenceConfig) else sampling_config(**s)
-        _draw_view(ax, pipeline_view(logits, cfg, input_ids, n), tokenizer, name)
-    for ax in axes.flat[len(settings):]: ax.set_visible(False)
+        view = pipeline_view(logits, cfg, input_ids, n)
+        _draw_view(ax, view, tokenizer, name)
+        tallest = max(tallest, *view["after"], *view["before"])
+    axes[0, 0].set_ylim(0, tallest * 1.12 or 1)                         # shared: the tallest bar of every panel fits
+    for ax in axes.flat[len(settings):]:
+        ax.set_visible(False)
     for ax in axes[:, 0]: ax.set_ylabel("probability")
     fig.tight_layout()
     return fig
