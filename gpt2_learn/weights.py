@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_weights.ipynb #afb608dc
 from __future__ import annotations
-import json, os, re, tempfile, warnings
+import io, json, math, os, pickletools, re, stat, tempfile, warnings, zipfile, zlib
 from contextlib import contextmanager
 from pathlib import Path
 import torch
@@ -13,12 +13,14 @@ from .config import GPT2Config
 from .model import GPT2Model, resolve_device, resolve_dtype, stream_friendly_layout
 
 # %% auto #0
-__all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'BLOCK_KEY', 'INITIALISERS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'normalize_keys',
+__all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'BLOCK_KEY', 'INITIALISERS', 'JSON_MAX_BYTES', 'SAFETENSORS_HEADER_MAX',
+           'SAFETENSORS_ITEMSIZE', 'STRING_OPS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'normalize_keys',
            'convert_hf_state_dict', 'count_blocks', 'config_from_state_dict', 'check_keys', 'weight_shapes',
-           'check_weights_fit', 'load_state_dict_strict', 'no_weight_init', 'empty_model', 'model_from_state_dict',
-           'read_weights_file', 'load_pretrained', 'CheckpointError', 'load_weights_only', 'atomic_torch_save',
-           'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'bundled_model_path', 'load_bundled_model',
-           'hf_config_dict', 'save_pretrained']
+           'check_weights_fit', 'load_state_dict_strict', 'no_weight_init', 'empty_model', 'check_finite',
+           'model_from_state_dict', 'CheckpointError', 'regular_file_size', 'read_bounded', 'check_safetensors_header',
+           'check_torch_zip', 'pickle_globals', 'checkpoint_globals', 'read_weights_file', 'load_pretrained',
+           'load_weights_only', 'atomic_torch_save', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
+           'bundled_model_path', 'load_bundled_model', 'hf_config_dict', 'save_pretrained']
 
 # %% ../nbs/03_weights.ipynb #17e1eb5a
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -86,6 +88,9 @@ def check_keys(expected: dict, sd: dict, n_layer: int) -> None:
         raise ValueError(f"weights do not fit a {n_layer}-layer GPT-2: "
                          f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}")
     for k, shape in expected.items():
+        if isinstance(sd[k], torch.Tensor) and (sd[k].is_meta or sd[k].layout != torch.strided):
+            raise ValueError(f"weight {k} is a {sd[k].layout} tensor on {sd[k].device}, with no values of its own: "
+                             f"not a GPT-2's weights")
         if not isinstance(sd[k], torch.Tensor) or not sd[k].is_floating_point():
             raise ValueError(f"weight {k} is {getattr(sd[k], 'dtype', type(sd[k]).__name__)}, not floating point: not a GPT-2's weights")
         if sd[k].shape != shape: raise ValueError(f"weight {k} has shape {tuple(sd[k].shape)}, the model expects {tuple(shape)}")
@@ -139,13 +144,154 @@ def empty_model(cfg: GPT2Config) -> GPT2Model:
     "A GPT2Model on the meta device: every shape, no memory, no initialiser run."
     with no_weight_init(), torch.device("meta"): return GPT2Model(cfg)
 
+def check_finite(sd: dict[str, torch.Tensor]) -> None:
+    "ValueError naming the first weight that holds NaN or inf (a model made of them can only answer NaN)."
+    if bad := next((k for k, t in sd.items() if not bool(torch.isfinite(t).all())), None):
+        raise ValueError(f"the weights hold NaN or inf (first in {bad}), so the model's logits hold NaN or inf: "
+                         f"saved from a training run that diverged? load an earlier checkpoint (best_model.pth)")
+
 def model_from_state_dict(cfg: GPT2Config, sd: dict[str, torch.Tensor]) -> GPT2Model:
     "A GPT2Model that adopts the (converted) tensors of `sd` without a second copy; keys checked strictly."
     check_weights_fit(cfg, sd)                                            # before anything of that size is built
+    check_finite(sd)
     model = empty_model(cfg)
     model.load_state_dict({**sd, "lm_head.weight": sd["wte.weight"]}, assign=True)
     model.lm_head.weight = model.wte.weight                               # keep the tie
     return stream_friendly_layout(model).eval()
+
+# %% ../nbs/03_weights.ipynb #da55aa8a
+class CheckpointError(ValueError):
+    "A checkpoint file is missing, unreadable, or not one of ours."
+
+JSON_MAX_BYTES = 4 * 2**20          # config.json is ~1 kB and a shard index ~100 kB: a few MB is generous
+SAFETENSORS_HEADER_MAX = 100 * 2**20  # the safetensors library's own limit
+SAFETENSORS_ITEMSIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "I16": 2, "F16": 2,
+                        "BF16": 2, "U32": 4, "I32": 4, "F32": 4, "U64": 8, "I64": 8, "F64": 8}
+
+def regular_file_size(path: str | Path) -> int:
+    "The size of `path` if it is a regular file (links followed); ValueError for a FIFO, a device, a folder."
+    st = os.stat(path)                                      # FileNotFoundError as it is
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path} is not a regular file (a pipe, a device or a folder): not reading it")
+    return st.st_size
+
+def read_bounded(path: str | Path, limit: int) -> bytes:
+    "The bytes of a regular file of at most `limit` bytes; ValueError otherwise, without reading past the limit."
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))   # a FIFO opened non-blocking cannot hang us
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(f"{path} is not a regular file (a pipe, a device or a folder): not reading it")
+        data = f.read(limit + 1)
+    if len(data) > limit: raise ValueError(f"{path} is larger than {limit:,} bytes: not a file of this kind, not reading it")
+    return data
+
+def check_safetensors_header(path: str | Path) -> None:
+    "ValueError (one line) unless the file's header describes tensors that lie inside the file, byte for byte."
+    size = regular_file_size(path)
+    def bad(why: str): raise ValueError(f"{path} is not a valid safetensors file ({why}): download or save it again")
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8: bad("shorter than its 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > min(size - 8, SAFETENSORS_HEADER_MAX): bad(f"a header of {n:,} bytes in a file of {size:,}")
+        try: header = json.loads(f.read(n))
+        except ValueError: bad("its header is not JSON")
+    if not isinstance(header, dict): bad("its header is not a JSON object")
+    data = size - 8 - n
+    for name, entry in header.items():
+        if name == "__metadata__": continue
+        if not isinstance(entry, dict) or entry.get("dtype") not in SAFETENSORS_ITEMSIZE:
+            bad(f"tensor {_shown(name)} has no dtype that gpt2_learn reads")
+        shape, offsets = entry.get("shape"), entry.get("data_offsets")
+        if not isinstance(shape, list) or not all(type(s) is int and s >= 0 for s in shape):
+            bad(f"tensor {_shown(name)} has shape {_shown(str(shape))}")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
+                and 0 <= offsets[0] <= offsets[1] <= data):
+            bad(f"tensor {_shown(name)} lies outside the file's {data:,} bytes of data")
+        if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_ITEMSIZE[entry["dtype"]]:
+            bad(f"tensor {_shown(name)}'s shape needs other than its {offsets[1] - offsets[0]:,} bytes")
+
+def _zip_entry_crc(f, info: zipfile.ZipInfo, chunk: int = 2**20) -> int:
+    "CRC-32 of a stored zip entry's bytes, read in chunks (memory stays at one chunk)."
+    f.seek(info.header_offset)
+    local = f.read(30)                                      # the entry's own header: signature, ..., name/extra lengths
+    if len(local) < 30 or local[:4] != b"PK\x03\x04": raise zipfile.BadZipFile(f"no entry header for {info.filename}")
+    f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little"))
+    crc, left = 0, info.compress_size
+    while left > 0:
+        block = f.read(min(chunk, left))
+        if not block: raise zipfile.BadZipFile(f"{info.filename} ends early")
+        crc, left = zlib.crc32(block, crc), left - len(block)
+    return crc
+
+def check_torch_zip(path: str | Path, verify_crc: bool = True) -> bool:
+    "Check a torch.save zip before unpickling it: stored entries that fit the file, not TorchScript, CRCs right."
+    size = regular_file_size(path)
+    with open(path, "rb") as f:
+        if not zipfile.is_zipfile(f): return False         # PyTorch's legacy format, or not PyTorch's at all
+        try:
+            with zipfile.ZipFile(f) as z: infos = z.infolist()
+        except (zipfile.BadZipFile, ValueError, EOFError) as e:
+            raise CheckpointError(f"{path} is corrupt (its zip directory: {e}): restore it or use another file") from None
+        if any(i.filename.endswith("/constants.pkl") or "/code/" in i.filename for i in infos):
+            raise CheckpointError(f"{path} is a TorchScript program, not weights: gpt2_learn loads only tensors "
+                                  f"(save the model's state_dict with torch.save, or as safetensors)")
+        if packed := next((i for i in infos if i.compress_type != zipfile.ZIP_STORED), None):
+            raise CheckpointError(f"{path} has a compressed entry ({_shown(packed.filename)}), which torch.save never "
+                                  f"writes: not unpacking it (a few MB can hold gigabytes); re-save it with torch.save")
+        claimed = sum(i.file_size for i in infos)
+        if claimed > size or any(i.header_offset + i.compress_size > size for i in infos):
+            raise CheckpointError(f"{path}'s entries claim {claimed:,} bytes in a file of {size:,}: "
+                                  f"it is corrupt or crafted, not loading it")
+        for i in infos if verify_crc else ():
+            try: crc = _zip_entry_crc(f, i)
+            except zipfile.BadZipFile as e: raise CheckpointError(f"{path} is corrupt ({e}): restore it") from None
+            if crc != i.CRC:
+                raise CheckpointError(f"{path} is corrupt (CRC mismatch in {_shown(i.filename, 60)}): "
+                                      f"restore it or use best_model.pth/another checkpoint")
+    return True
+
+STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING")
+
+def pickle_globals(f) -> tuple[int, list[str]] | None:
+    "(protocol, the globals `module.name`) of one pickle in file `f`, read off its opcodes, never run; None if not whole."
+    names, memo, last, protocol = [], {}, [], 0
+    try:
+        for op, arg, _ in pickletools.genops(f):
+            if op.name == "STOP": return protocol, names
+            if op.name == "PROTO": protocol = arg
+            if op.name == "GLOBAL": names.append(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL": names.append(".".join(last[-2:]) if len(last) >= 2 else "?")
+            elif op.name in STRING_OPS: last.append(arg)
+            elif op.name == "MEMOIZE": memo[len(memo)] = last[-1] if last else None
+            elif op.name in ("BINPUT", "LONG_BINPUT", "PUT"): memo[arg] = last[-1] if last else None
+            elif op.name in ("BINGET", "LONG_BINGET", "GET") and memo.get(arg) is not None: last.append(memo[arg])
+    except Exception: return None                          # an unknown opcode, a truncated argument: not a pickle
+    return None
+
+def _allowed_globals() -> set[str]:
+    "What torch's weights-only unpickler accepts (its own list where this PyTorch exposes it)."
+    try:
+        from torch._weights_only_unpickler import _get_allowed_globals
+        return set(_get_allowed_globals())
+    except Exception: return {"collections.OrderedDict", "torch._utils._rebuild_tensor_v2", "torch.FloatStorage"}
+
+def checkpoint_globals(path: str | Path) -> tuple[int, list[str]] | None:
+    "(protocol, globals) of the pickle(s) in a torch file (a zip's data.pkl, or a legacy file's first pickles)."
+    size = regular_file_size(path)
+    with open(path, "rb") as f:
+        if zipfile.is_zipfile(f):
+            with zipfile.ZipFile(f) as z:
+                pkl = next((i for i in z.infolist() if i.filename.endswith("data.pkl")), None)
+                if pkl is None or pkl.file_size > size: return None
+                return pickle_globals(io.BytesIO(z.read(pkl)))
+        f.seek(0)                                           # is_zipfile looked at the end
+        protocol, found, whole = 0, [], False
+        for _ in range(4):                                  # legacy: magic number, protocol, system info, the object
+            if (read := pickle_globals(f)) is None: break
+            protocol, found, whole = max(protocol, read[0]), found + read[1], True
+        return (protocol, found) if whole else None
 
 # %% ../nbs/03_weights.ipynb #4e3343fb
 HUB_IDS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "openai-community/gpt2", "openai-community/gpt2-medium",
@@ -156,6 +302,7 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
+        check_safetensors_header(path)                                   # a lying header never reaches the loader
         return load_file(str(path))
     sd = load_weights_only(path)
     if not isinstance(sd, dict): raise ValueError(f"{path} does not hold a state dict")
@@ -163,13 +310,15 @@ def read_weights_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 def _read_json(path: Path, fix: str):
     "A JSON file, or a ValueError that names it and says what to do."
-    try: return json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, OSError) as e: raise ValueError(f"{path} is not readable JSON ({type(e).__name__}: {e}): {fix}") from None
+    text = read_bounded(path, JSON_MAX_BYTES)                  # a regular file of a few MB, never a pipe or /dev/zero
+    try: return json.loads(text.decode("utf-8"))
+    except ValueError as e:
+        raise ValueError(f"{path} is not readable JSON ({type(e).__name__}: {e}): {fix}") from None
 
 def _read_config(folder: Path) -> GPT2Config | None:
     "The folder's transformers `config.json` as a GPT2Config (None if absent: the shape is read off the weights)."
     path = folder / "config.json"
-    if not path.exists(): return None
+    if not os.path.lexists(path): return None
     d = _read_json(path, "repair it, or delete it to read the shape off the weights")
     if not isinstance(d, dict): raise ValueError(f"{path} is not a config (a JSON object of n_layer, n_head, ...)")
     try: return GPT2Config.from_dict(d)
@@ -178,7 +327,7 @@ def _read_config(folder: Path) -> GPT2Config | None:
 def _read_folder(folder: Path) -> tuple[dict, GPT2Config | None]:
     cfg = _read_config(folder)
     for name in ("model.safetensors", "pytorch_model.bin"):
-        if (folder / name).is_file(): return read_weights_file(folder / name), cfg
+        if (folder / name).exists(): return read_weights_file(folder / name), cfg   # a pipe there is refused
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):   # sharded checkpoints
         if (folder / index).exists():
             d = _read_json(folder / index, "it should map each weight to its shard file")
@@ -210,29 +359,40 @@ def load_pretrained(name_or_path: str | Path, device=None, dtype=None) -> GPT2Mo
         folder = _download(str(name_or_path)); sd, cfg = _read_folder(folder)
     else: raise FileNotFoundError(f"no model at {str(name_or_path)!r}: give an HF folder, a .safetensors/.bin file, or a hub id like 'gpt2'")
     sd = convert_hf_state_dict(sd)
-    try: model = model_from_state_dict(cfg or config_from_state_dict(sd), sd)
+    try:
+        if cfg is not None: check_weights_fit(cfg, sd)
     except ValueError as e:                                        # say which of the two files may be the wrong one
-        if cfg is None: raise
         raise ValueError(f"{e} (the shape comes from {folder / 'config.json'}: "
                          f"does it belong to these weights?)") from None
+    try: model = model_from_state_dict(cfg or config_from_state_dict(sd), sd)
+    except ValueError as e: raise ValueError(f"{name_or_path}: {e}") from None
     return model.to(device=resolve_device(device) if device is not None else None, dtype=resolve_dtype(dtype)).eval()
 
 # %% ../nbs/03_weights.ipynb #a1225754
-class CheckpointError(ValueError):
-    "A checkpoint file is missing, unreadable, or not one of ours."
-
 def load_weights_only(path: str | Path):
     "`torch.load(path, weights_only=True)` on the CPU; CheckpointError (one line, and no advice to turn the safety off)."
+    check_torch_zip(path)                          # stored entries that fit the file, CRCs right, not TorchScript
     try:
         with warnings.catch_warnings():            # torch's note on pickle protocols is not the user's business
             warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except (FileNotFoundError, IsADirectoryError, PermissionError): raise   # say so as it is (a torn file is an OSError too)
-    except Exception as e:
-        if "GLOBAL" in str(e):                     # a pickle of other Python objects (classes, functions): could run code
-            raise CheckpointError(f"{path} holds Python objects, not only tensors, and gpt2_learn never unpickles those "
-                                  f"(they can run code): re-save only its tensors (gpt2_learn.weights.save_checkpoint, or safetensors)") from None
-        raise CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})") from None
+    except Exception as e: raise _unreadable(path, e) from None
+
+def _unreadable(path: str | Path, e: Exception) -> CheckpointError:
+    "Why torch could not read `path`, judged from the pickle's own opcodes (never from the wording of torch's error)."
+    read = checkpoint_globals(path)
+    if read is None: return CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})")
+    protocol, found = read
+    allowed = _allowed_globals()
+    if other := next((g for g in found if g not in allowed), None):   # classes, functions: unpickling could run code
+        return CheckpointError(f"{path} holds Python objects, not only tensors ({_shown(other, 40)}), and gpt2_learn "
+                               f"never unpickles those (they can run code): re-save only its tensors "
+                               f"(gpt2_learn.weights.save_checkpoint, or safetensors)")
+    if protocol >= 4:
+        return CheckpointError(f"{path} was pickled with protocol {protocol}, which weights-only loading cannot read: "
+                               f"re-save it with torch.save's default protocol (2)")
+    return CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})")
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
     "torch.save to a temporary file in the same folder, fsync, then rename over `path`."
@@ -257,7 +417,7 @@ def save_checkpoint(model: GPT2Model, path: str | Path, **extra) -> Path:
 def read_checkpoint(path: str | Path) -> dict:
     "The dict stored in a .pth checkpoint (weights-only unpickling); CheckpointError if it is not one."
     path = Path(path)
-    if not path.is_file(): raise CheckpointError(f"checkpoint not found: {path}")
+    if not path.exists(): raise CheckpointError(f"checkpoint not found: {path}")
     ckpt = load_weights_only(path)
     if not isinstance(ckpt, dict) or not {"config", "model"} <= ckpt.keys():
         raise CheckpointError(f"{path} is not a gpt2_learn checkpoint (no 'config' and 'model' entries)")
