@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_train.ipynb #b2501764
 from __future__ import annotations
-import argparse, hashlib, json, math, os, re, signal, sys, time
+import argparse, errno, hashlib, json, math, os, re, signal, sys, time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, asdict, field, fields
 from pathlib import Path
@@ -17,16 +17,16 @@ import torch
 import torch.nn.functional as F
 from .model import GPT2Model, resolve_device
 from .tokenizer import load_tokenizer
-from .weights import (CheckpointError, atomic_torch_save, load_checkpoint, load_pretrained,
-                                load_state_dict_strict, read_checkpoint, save_checkpoint)
+from .weights import (CheckpointError, atomic_torch_save, check_weights_fit, load_checkpoint,
+                                load_pretrained, load_state_dict_strict, read_checkpoint, save_checkpoint)
 if _restore_interrupts: _restore_interrupts()                             # the imports are done: KeyboardInterrupt again
 
 # %% auto #0
 __all__ = ['BUNDLED_SIZE', 'SIZES', 'SKIP_DIRS', 'TEXT_SUFFIXES', 'RESUME_KEYS', 'TrainError', 'stdlib_sources',
-           'build_python_corpus', 'collect_files', 'data_key', 'tokenize_files', 'split_tokens', 'prepare_data',
-           'get_batch', 'line_starts', 'lm_loss', 'unigram_entropy', 'evaluate', 'SeenVocabLoss', 'param_groups',
-           'lr_at', 'plot_schedule', 'TrainArgs', 'signals_ignored', 'train', 'plot_history', 'export_bundled',
-           'build_parser', 'main']
+           'build_python_corpus', 'collect_files', 'data_key', 'text_pieces', 'tokenize_files', 'split_tokens',
+           'prepare_data', 'get_batch', 'line_starts', 'lm_loss', 'unigram_entropy', 'evaluate', 'SeenVocabLoss',
+           'param_groups', 'lr_at', 'plot_schedule', 'TrainArgs', 'StopSignals', 'out_dir_lock', 'native_bf16',
+           'steps_within', 'train', 'plot_history', 'export_bundled', 'build_parser', 'main']
 
 # %% ../nbs/09_train.ipynb #a3c2c802
 BUNDLED_SIZE: dict = dict(n_layer=6, n_head=4, n_embd=128, n_positions=256)   # the bundled model's shape
@@ -94,17 +94,49 @@ def data_key(files, val_every: int = 20) -> str:
     return h.hexdigest()[:16]
 
 # %% ../nbs/09_train.ipynb #a2af300a
-def tokenize_files(files, out_path: str | Path, tokenizer=None, batch: int = 64) -> int:
-    "Tokenize each file as one document (`<|endoftext|>` after each) into a flat uint16 file; returns the token count."
+def text_pieces(path: str | Path, chars: int = 1 << 16):
+    """The text of `path` in pieces of about `chars` characters, each cut between a non-space and a space: GPT-2's
+    pre-tokenizer cuts there anyway, so the pieces give the tokens of the whole. (A stretch of `chars` characters with
+    no space at all is cut where it ends.)"""
+    rest = ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        while block := f.read(chars):
+            text = rest + block
+            k = next((i for i in range(len(text) - 1, 0, -1) if text[i].isspace() and not text[i - 1].isspace()), 0)
+            k = k or len(text)
+            yield text[:k]
+            rest = text[k:]
+    if rest: yield rest
+
+def tokenize_files(files, out_path: str | Path, tokenizer=None, batch_chars: int = 1 << 19) -> int:
+    """Tokenize each file as one document (`<|endoftext|>` after each) into a flat uint16 file; returns the token count.
+    The tokenizer gets `batch_chars` characters at a time: memory stays bounded for any file size."""
     tok = tokenizer or load_tokenizer()
     eot, n = tok.eos_token_id, 0
-    out_path = Path(out_path); tmp = out_path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        for i in range(0, len(files), batch):
-            texts = [Path(p).read_text(encoding="utf-8", errors="replace") for p in files[i:i + batch]]
-            for ids in tok(texts, verbose=False)["input_ids"]:
-                arr = np.asarray(ids + [eot], dtype=np.uint16); f.write(arr.tobytes()); n += len(arr)
-    os.replace(tmp, out_path)
+    out_path = Path(out_path)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")   # private: another run can't interfere
+    def write(f, items: list):                     # text pieces, and None where a document ends
+        nonlocal n
+        texts = [t for t in items if t is not None]
+        ids = iter(tok(texts, verbose=False)["input_ids"] if texts else [])
+        for t in items:
+            arr = np.asarray([eot] if t is None else next(ids), dtype=np.uint16)
+            f.write(arr.tobytes())
+            n += len(arr)
+    try:
+        with open(tmp, "wb") as f:
+            items, size = [], 0
+            for p in files:
+                for piece in text_pieces(p, min(batch_chars, 1 << 16)):
+                    items.append(piece)
+                    size += len(piece)
+                    if size >= batch_chars:
+                        write(f, items)
+                        items, size = [], 0
+                items.append(None)
+            write(f, items)
+        os.replace(tmp, out_path)
+    finally: tmp.unlink(missing_ok=True)
     return n
 
 def split_tokens(all_path, train_path, val_path, val_every: int = 20, chunk: int = 2048) -> tuple[int, int]:
@@ -126,12 +158,19 @@ def prepare_data(paths, cache_dir: str | Path, val_every: int = 20, tokenizer=No
     folder = Path(cache_dir) / key; meta_path = folder / "meta.json"
     if not meta_path.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        n = tokenize_files(files, folder / "all.bin", tokenizer)
-        n_train, n_val = split_tokens(folder / "all.bin", folder / "train.bin", folder / "val.bin", val_every)
-        (folder / "all.bin").unlink()
+        mine = [folder / f".{name}.{os.getpid()}.tmp" for name in ("all.bin", "train.bin", "val.bin")]
+        try:
+            n = tokenize_files(files, mine[0], tokenizer)
+            n_train, n_val = split_tokens(*mine, val_every)
+            os.replace(mine[1], folder / "train.bin")
+            os.replace(mine[2], folder / "val.bin")
+        finally:
+            for p in mine: p.unlink(missing_ok=True)
         meta = {"key": key, "files": len(files), "bytes": sum(f.stat().st_size for f in files), "tokens": n,
                 "train_tokens": n_train, "val_tokens": n_val, "cached": False}
-        tmp = meta_path.with_suffix(".tmp"); tmp.write_text(json.dumps(meta, indent=1)); os.replace(tmp, meta_path)
+        tmp = folder / f".meta.json.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(meta, indent=1))
+        os.replace(tmp, meta_path)
     else: meta = {**json.loads(meta_path.read_text()), "cached": True}
     load = lambda name: np.memmap(folder / name, dtype=np.uint16, mode="r") if (folder / name).stat().st_size else np.zeros(0, np.uint16)
     return load("train.bin"), load("val.bin"), meta
@@ -278,7 +317,7 @@ class TrainArgs:
     device: str = "auto"
     cache_dir: str | None = None               # token cache (default: out_dir/tokens)
     progress: bool | None = None               # tqdm bar (default: when stderr is a terminal)
-    autocast: str = "auto"                     # bf16 autocast: "auto" (on CUDA only), "bf16" or "off"
+    autocast: str = "auto"                     # bf16 autocast: "auto" (where bfloat16 is native), "bf16" or "off"
     output_vocab: str = "full"                 # "seen": softmax over the training data's tokens + one shared row
     window_start: str = "any"                  # "line": every training window starts at the beginning of a line
 
@@ -288,10 +327,16 @@ class TrainArgs:
         if self.save_interval is not None and self.save_interval < 1: raise TrainError(f"--save_interval must be >= 1, got {self.save_interval}")
         finite = lambda x: isinstance(x, (int, float)) and math.isfinite(x)     # NaN fails every comparison: ask first
         if not (finite(self.lr) and self.lr > 0): raise TrainError(f"--lr must be a number > 0, got {self.lr}")
+        if self.lr > torch.finfo(torch.float32).max:   # the optimizer computes in float32: 1e300 cannot even be applied
+            raise TrainError(f"--lr must be at most {torch.finfo(torch.float32).max:.3g} (float32), got {self.lr}")
+        if not str(self.out_dir).strip(): raise TrainError("--out_dir must name a folder, got an empty string")
         if self.min_lr is not None and not (finite(self.min_lr) and 0 <= self.min_lr <= self.lr):
             raise TrainError(f"--min_lr must be in [0, --lr], got {self.min_lr}")
         if self.warmup < 0: raise TrainError(f"--warmup must be >= 0 steps, got {self.warmup}")
         if not (finite(self.weight_decay) and self.weight_decay >= 0): raise TrainError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+        if self.weight_decay > 1 and self.lr * self.weight_decay >= 1:   # AdamW scales the weights by 1 - lr * wd
+            raise TrainError(f"--weight_decay {self.weight_decay:g} with --lr {self.lr:g} would scale the weights by "
+                             f"1 - lr x weight_decay <= 0 each step: lower --weight_decay (usually 0.01 to 0.1)")
         if not (finite(self.grad_clip) and self.grad_clip > 0): raise TrainError(f"--grad_clip must be > 0, got {self.grad_clip}")
         if not (finite(self.dropout) and 0 <= self.dropout < 1): raise TrainError(f"--dropout must be in [0, 1), got {self.dropout}")
         if not -2**63 <= self.seed < 2**64: raise TrainError(f"--seed must be an integer in [-2**63, 2**64), got {self.seed}")
@@ -341,19 +386,124 @@ def _build_model(a: TrainArgs, device) -> GPT2Model:
 def _save_log(out: Path, log: dict):
     tmp = out / ".train_log.json.tmp"; tmp.write_text(json.dumps(log, indent=1)); os.replace(tmp, out / "train_log.json")
 
+_NO_ROOM = {getattr(errno, k): why for k, why in (("ENOSPC", "the disk is full"),
+                                                  ("EDQUOT", "the disk quota is used up"),
+                                                  ("EFBIG", "the file size limit (ulimit -f) is reached"))
+            if hasattr(errno, k)}
+
+def _no_room(e: BaseException) -> OSError | None:
+    "The OSError behind a failed write that ran out of room (torch reports it as 'unexpected pos'), else None."
+    while e is not None and not (isinstance(e, OSError) and e.errno in _NO_ROOM): e = e.__cause__ or e.__context__
+    return e
+
+def _write_checkpoint(model: GPT2Model, path: Path, **extra) -> Path:
+    "`save_checkpoint`, and a write that runs out of room says so in words (the previous file is left as it was)."
+    try: return save_checkpoint(model, path, **extra)
+    except (OSError, RuntimeError) as e:
+        if (cause := _no_room(e)) is None: raise
+        again = " with --resume" if (path.parent / "last.pth").is_file() else ""
+        msg = (f"could not write {path}: {_NO_ROOM[cause.errno]}; free some space (or choose another --out_dir), "
+               f"then run again{again}; the checkpoints already there are intact")
+        raise OSError(cause.errno, msg) from None
+
+def _best_on_disk(path: Path) -> float | None:
+    "The validation loss best_model.pth records (None if it is absent, unreadable or not a loss): the best so far."
+    try: v = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("val_loss")   # mmap: cheap
+    except Exception: return None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 else None
+
+def _check_resume(ckpt: dict, path: Path):
+    "Each field a resume uses, checked before it is used: a damaged or crafted last.pth is refused in one line."
+    def bad(name: str, want: str):
+        v = repr(ckpt.get(name))
+        raise CheckpointError(f"{path}: its {name} is {v[:40] + '...' if len(v) > 40 else v}, not {want}: the file is "
+                              f"damaged; start again without --resume")
+    count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
+    number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) and v >= 0
+    if not count(ckpt["step"]): bad("step", "an integer >= 0")
+    if not count(ckpt["tokens_seen"]): bad("tokens_seen", "an integer >= 0")
+    if not number(ckpt["best_val"]): bad("best_val", "a loss >= 0 (inf before the first evaluation)")
+    elapsed = ckpt.get("elapsed", 0.0)
+    if not (number(elapsed) and math.isfinite(elapsed)): bad("elapsed", "seconds >= 0")
+    if not (isinstance(ckpt["history"], list) and all(isinstance(h, dict) for h in ckpt["history"])):
+        bad("history", "a list of evaluations")
+    if not (isinstance(ckpt["batch_rng"], torch.Tensor) and ckpt["batch_rng"].dtype == torch.uint8):
+        bad("batch_rng", "a generator state")
+    if not (isinstance(ckpt["rng"], dict) and isinstance(ckpt["rng"].get("torch"), torch.Tensor)):
+        bad("rng", "a dict of generator states")
+    if not isinstance(ckpt["optimizer"], dict): bad("optimizer", "an optimizer state")
+
+
 # %% ../nbs/09_train.ipynb #0063b2f2
 RESUME_KEYS = {"config", "model", "optimizer", "batch_rng", "rng", "step", "best_val", "tokens_seen", "history"}
 
+class StopSignals:
+    """During a run, Ctrl+C, SIGTERM and SIGHUP (those set to raise KeyboardInterrupt) stop it, but never in the
+    middle of a checkpoint write or an optimizer update (`hold`): those finish first. Later signals are only counted."""
+    def __init__(self): self.received, self.held, self.stopping, self.old = [], 0, False, {}
+
+    def __enter__(self) -> StopSignals:
+        import threading
+        if threading.current_thread() is threading.main_thread():   # only the main thread handles signals
+            for name in ("SIGINT", "SIGTERM", "SIGHUP"):
+                s = getattr(signal, name, None)
+                if s is not None and signal.getsignal(s) is signal.default_int_handler:
+                    self.old[s] = signal.signal(s, self._on)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self.old.items(): signal.signal(s, h)
+
+    def _on(self, signum, frame):
+        self.received.append(signum)
+        if not (self.held or self.stopping):
+            self.stopping = True
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def hold(self):
+        "Signals that land inside the block wait for its end (not if it fails: that error comes first)."
+        self.held += 1
+        try: yield
+        finally: self.held -= 1
+        if self.received and not (self.held or self.stopping):
+            self.stopping = True
+            raise KeyboardInterrupt
+
+_STALE = re.compile(r"\.(last|best_model)\.pth\.[A-Za-z0-9_]{8}\.tmp|\.train_log\.json\.tmp")   # killed writes' files
+
 @contextmanager
-def signals_ignored():
-    "Ignore Ctrl+C (and SIGTERM, SIGHUP) while the run's last checkpoints are written: it is ending anyway."
-    import threading
-    if threading.current_thread() is not threading.main_thread(): yield; return   # only the main thread handles signals
-    names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
-    old = {n: signal.signal(getattr(signal, n), signal.SIG_IGN) for n in names}
-    try: yield
-    finally:
-        for n, h in old.items(): signal.signal(getattr(signal, n), h)
+def out_dir_lock(out: Path):
+    """Hold `out/.train.lock` for the run: a second run in the same folder is refused (TrainError, naming the pid that
+    holds it). The OS lets go of the lock when the process ends, even by `kill -9`. Stale temporary files go."""
+    try: import fcntl
+    except ImportError: fcntl = None               # (Windows: no lock)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / ".train.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.pread(fd, 20, 0).decode(errors="replace").strip() or "unknown"
+                raise TrainError(f"another training run (pid {pid}) is using {out}: wait for it to end, or choose "
+                                 f"another --out_dir") from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            for f in out.iterdir():                # a killed write's temporary file: ours, and nobody else is writing
+                if _STALE.fullmatch(f.name) and f.is_file(): f.unlink(missing_ok=True)
+        yield
+    finally: os.close(fd)
+
+def native_bf16(device: torch.device) -> bool:
+    "Whether `device` computes bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX)."
+    if device.type == "cuda": return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cpu": return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+def steps_within(step: int, max_steps: int, time_left: float | None, sec_per_step: float) -> int:
+    "The step a run will stop at: `max_steps`, or where the time budget runs out first (the progress bar's total)."
+    if time_left is None or not sec_per_step > 0: return max_steps
+    return min(max_steps, step + max(0, math.ceil(time_left / sec_per_step)))
 
 class _Diverged(Exception):
     "A loss (or the weights) became non-finite: the run stops, and these weights are never saved."
@@ -383,12 +533,17 @@ class _QuietStream:
 def train(a: TrainArgs, log=None) -> dict:
     "Run (or resume) training; returns the run's log (config, args, history, final numbers, stop_reason)."
     a.validate()
+    out = Path(a.out_dir); device = resolve_device(a.device)     # ValueError: a device asked for and absent
+    if a.resume and not (out / "last.pth").is_file():
+        raise TrainError(f"--resume: no {out / 'last.pth'} to resume from")
+    with out_dir_lock(out): return _run(a, out, device, log)
+
+def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
+    "The run itself, `out` locked."
     def say(msg: str):
         nonlocal log
         try: log and log(msg)
         except OSError: log = None                 # a log that writes to a closed stream: stop logging, not training
-    out = Path(a.out_dir); device = resolve_device(a.device)     # ValueError: a device asked for and absent
-    if a.resume and not (out / "last.pth").is_file(): raise TrainError(f"--resume: no {out / 'last.pth'} to resume from")
     train_data, val_data, meta = prepare_data(a.data, a.cache_dir or out / "tokens")
     try: ckpt = read_checkpoint(out / "last.pth") if a.resume else None
     except CheckpointError as e:                   # torn by a full disk, cut short by a copy: say what to do instead
@@ -399,7 +554,11 @@ def train(a: TrainArgs, log=None) -> dict:
         if not RESUME_KEYS <= ckpt.keys():
             raise CheckpointError(f"{out / 'last.pth'} holds weights but not the state of a run (optimizer, step, ...), so it "
                                   f"cannot be resumed: start without --resume (--init {out / 'last.pth'} starts from its weights)")
-        try: model = load_state_dict_strict(GPT2Model(GPT2Config.from_dict(ckpt["config"])), ckpt["model"])
+        _check_resume(ckpt, out / "last.pth")
+        try:
+            cfg = GPT2Config.from_dict(ckpt["config"])
+            check_weights_fit(cfg, ckpt["model"])  # the declared shapes against the weights, before building anything
+            model = load_state_dict_strict(GPT2Model(cfg), ckpt["model"])
         except (ValueError, TypeError, KeyError) as e: raise CheckpointError(f"{out / 'last.pth'}: {e}") from None
         if ckpt.get("data_key") != meta["key"]: say(f"warning: {out / 'last.pth'} was trained on other data files")
     else: model = _build_model(a, device)
@@ -415,12 +574,20 @@ def train(a: TrainArgs, log=None) -> dict:
     gen = torch.Generator().manual_seed(a.seed)
     step, best_val, tokens_seen, history, elapsed0 = 0, float("inf"), 0, [], 0.0
     if ckpt is not None:
-        opt.load_state_dict(ckpt["optimizer"]); gen.set_state(ckpt["batch_rng"]); _set_rng_state(ckpt["rng"], device)
+        try:
+            opt.load_state_dict(ckpt["optimizer"])
+            gen.set_state(ckpt["batch_rng"])
+            _set_rng_state(ckpt["rng"], device)
+        except (ValueError, RuntimeError, KeyError, TypeError, IndexError) as e:
+            raise CheckpointError(f"{out / 'last.pth'}: its optimizer or generator state does not fit "
+                                  f"({_message(e)}): the file is damaged; start again without --resume") from None
         step, best_val, tokens_seen, history = ckpt["step"], ckpt["best_val"], ckpt["tokens_seen"], list(ckpt["history"])
         elapsed0 = ckpt.get("elapsed", 0.0)
+        on_disk = _best_on_disk(out / "best_model.pth")   # killed between best_model.pth and last.pth: the file knows
+        if on_disk is not None and on_disk < best_val: best_val = on_disk
         say(f"resumed from {out / 'last.pth'} at step {step}")
     else: torch.manual_seed(a.seed)
-    bf16 = a.autocast == "bf16" or (a.autocast == "auto" and device.type == "cuda")
+    bf16 = a.autocast == "bf16" or (a.autocast == "auto" and native_bf16(device))
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     seen_loss = SeenVocabLoss(train_data, cfg.vocab_size).to(device) if a.output_vocab == "seen" else None
     starts = line_starts(train_data, a.block_size) if a.window_start == "line" else None
@@ -432,7 +599,8 @@ def train(a: TrainArgs, log=None) -> dict:
     save_every = a.save_interval or a.eval_interval
     val_windows = np.linspace(0, len(val_data) - a.block_size - 1, a.eval_batches * a.batch_size).astype(np.int64)
     info = {"data": meta, "config": cfg.to_dict(), "args": {k: (list(map(str, v)) if k == "data" else v)
-            for k, v in asdict(a).items()}, "device": str(device), "tokens_per_step": tokens_per_step}
+            for k, v in asdict(a).items()}, "device": str(device), "bf16": bf16,
+            "tokens_per_step": tokens_per_step}
 
     def val_loss() -> float:
         model.eval(); losses = []
@@ -458,71 +626,93 @@ def train(a: TrainArgs, log=None) -> dict:
         model.train(); _finite("loss", v, step)
 
     def checkpoint(path: Path):
-        nonlocal last_good
-        check_weights()                            # a good last.pth is never replaced by a diverged one
-        save_checkpoint(model, path, step=step, optimizer=opt.state_dict(), batch_rng=gen.get_state(), rng=_rng_state(device),
-                        best_val=best_val, tokens_seen=tokens_seen, history=history, data_key=meta["key"],
-                        elapsed=elapsed0 + time.time() - t0, train_args=info["args"])
-        last_good = path
+        nonlocal last_good, last_saved
+        with stops.hold():
+            check_weights()                        # a good last.pth is never replaced by a diverged one
+            _write_checkpoint(model, path, step=step, optimizer=opt.state_dict(), batch_rng=rng_now[0], rng=rng_now[1],
+                              best_val=best_val, tokens_seen=tokens_seen, history=history, data_key=meta["key"],
+                              elapsed=elapsed0 + time.time() - t0, train_args=info["args"])
+            last_good, last_saved = path, step
 
-    out.mkdir(parents=True, exist_ok=True)
+    def save_best(vl: float):
+        "best_model.pth, then the record of its loss (a resume reads the loss back from the file too)."
+        nonlocal best_val
+        with stops.hold():
+            check_params()                         # weights the loss does not see (wpe's far rows) may have blown up
+            _write_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
+            best_val = vl
+
+    def evaluation() -> float:
+        vl = _finite("validation loss", val_loss(), step)
+        history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
+                        "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
+        return vl
+
     from tqdm.auto import tqdm
     err = _QuietStream(sys.stderr)
     bar = tqdm(total=a.max_steps, initial=step, disable=not (a.progress if a.progress is not None else bool(sys.stderr and sys.stderr.isatty())),
                dynamic_ncols=True, file=err)
-    t0 = time.time(); stop_reason = "max_steps"; loss_ema = lr = gnorm = x = y = diverged = None; last_saved = step
+    t0, stop_reason, last_saved, step0 = time.time(), "max_steps", step, step
+    loss_ema = lr = gnorm = x = y = diverged = None
     last_good = out / "last.pth" if ckpt is not None else None   # the newest last.pth this run may point a resume at
-    try:
-        while step < a.max_steps:
-            spent = elapsed0 + time.time() - t0
-            if a.time_budget is not None and spent >= a.time_budget: stop_reason = "time_budget"; break
-            sched_step = max(step, int(spent / a.time_budget * a.max_steps)) if a.schedule_by_time and a.time_budget else step
-            ts = time.time(); lr = lr_at(sched_step, a.max_steps, a.lr, a.warmup, a.min_lr)
-            for g in opt.param_groups: g["lr"] = lr
-            loss_sum = 0.0
-            for _ in range(a.grad_accum):
-                x, y = get_batch(train_data, a.batch_size, a.block_size, gen, device, starts)
-                loss = step_loss(x, y) / a.grad_accum
-                loss.backward(); loss_sum += loss.item()
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip).item()
-            _finite("training loss", loss_sum, step + 1); _finite("gradient norm", gnorm, step + 1)   # before the update spreads it
-            opt.step(); opt.zero_grad(set_to_none=True)
-            if seen_loss is not None: seen_loss.tie(model)
-            step += 1; tokens_seen += tokens_per_step
-            loss_ema = loss_sum if loss_ema is None else 0.9 * loss_ema + 0.1 * loss_sum
-            bar.update(1); bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens_per_step / (time.time() - ts):.0f}")
-            if step % a.eval_interval == 0 or step == a.max_steps:
-                vl = _finite("validation loss", val_loss(), step)
-                history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
-                                "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
-                msg = f"step {step}: train {loss_ema:.4f} val {vl:.4f} lr {lr:.2e} tokens {tokens_seen:,} time {history[-1]['elapsed']:.0f}s"
-                if vl < best_val:                  # weights the loss does not see (wpe's far rows) may still have blown up
-                    check_params(); best_val = vl
-                    save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
-                    msg += " (best)"
-                bar.write(msg, file=err) if not bar.disable else say(msg)
-                _save_log(out, {**info, "history": history})
-            if step % save_every == 0: checkpoint(out / "last.pth"); last_saved = step
-    except KeyboardInterrupt: stop_reason = "interrupted"
-    except _Diverged as e: stop_reason, diverged = "diverged", e
-    finally:
-        bar.close()
-    with signals_ignored():                        # a second Ctrl+C must not cost the steps the first one kept
+    rng_now = (gen.get_state(), _rng_state(device))              # the generators' states after the last finished step
+    with StopSignals() as stops:
         try:
-            if stop_reason == "time_budget" and step > 0 and (not history or history[-1]["step"] != step):   # evaluate the last steps too
-                vl = _finite("validation loss", val_loss(), step)
-                history.append({"step": step, "train_loss": loss_ema, "val_loss": vl, "lr": lr, "grad_norm": gnorm,
-                                "tokens": tokens_seen, "elapsed": round(elapsed0 + time.time() - t0, 1)})
+            while step < a.max_steps:
+                spent = elapsed0 + time.time() - t0
+                if a.time_budget is not None and spent >= a.time_budget: stop_reason = "time_budget"; break
+                by_time = a.schedule_by_time and a.time_budget
+                sched_step = max(step, int(spent / a.time_budget * a.max_steps)) if by_time else step
+                ts = time.time(); lr = lr_at(sched_step, a.max_steps, a.lr, a.warmup, a.min_lr)
+                for g in opt.param_groups: g["lr"] = lr
+                loss_sum = 0.0
+                for _ in range(a.grad_accum):
+                    x, y = get_batch(train_data, a.batch_size, a.block_size, gen, device, starts)
+                    loss = step_loss(x, y) / a.grad_accum
+                    loss.backward(); loss_sum += loss.item()
+                gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip).item()
+                _finite("training loss", loss_sum, step + 1)   # before the update spreads it
+                _finite("gradient norm", gnorm, step + 1)
+                with stops.hold():                 # the update, whole or not at all: a resume is exact
+                    opt.step(); opt.zero_grad(set_to_none=True)
+                    if seen_loss is not None: seen_loss.tie(model)
+                    step += 1; tokens_seen += tokens_per_step
+                    rng_now = (gen.get_state(), _rng_state(device))
+                loss_ema = loss_sum if loss_ema is None else 0.9 * loss_ema + 0.1 * loss_sum
+                if a.time_budget is not None:      # count down to whichever comes first, max_steps or the time budget
+                    bar.total = steps_within(step, a.max_steps, a.time_budget - (elapsed0 + time.time() - t0),
+                                             (time.time() - t0) / (step - step0))
+                bar.update(1)
+                tok_s = tokens_per_step / (time.time() - ts)
+                bar.set_postfix(loss=f"{loss_sum:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:.0f}")
+                if step % a.eval_interval == 0 or step == a.max_steps:
+                    vl = evaluation()
+                    msg = (f"step {step}: train {loss_ema:.4f} val {vl:.4f} lr {lr:.2e} tokens {tokens_seen:,} "
+                           f"time {history[-1]['elapsed']:.0f}s")
+                    if vl < best_val:
+                        save_best(vl)
+                        msg += " (best)"
+                    bar.write(msg, file=err) if not bar.disable else say(msg)
+                    _save_log(out, {**info, "history": history})
+                if step % save_every == 0: checkpoint(out / "last.pth")
+        except KeyboardInterrupt: stop_reason = "interrupted"
+        except _Diverged as e: stop_reason, diverged = "diverged", e
+        finally:
+            stops.stopping = True                  # the run is ending: a second signal must not cost the steps kept
+            bar.close()
+        try:
+            if stop_reason == "time_budget" and step > 0 and (not history or history[-1]["step"] != step):
+                vl = evaluation()
                 say(f"step {step}: val {vl:.4f} (time budget spent)")
-                if vl < best_val:
-                    check_params(); best_val = vl
-                    save_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
+                if vl < best_val: save_best(vl)
             if stop_reason != "diverged" and not (out / "best_model.pth").exists():   # stopped before the first evaluation
-                check_weights(); best_val = _finite("validation loss", val_loss(), step)   # before last.pth, which records best_val
-                save_checkpoint(model, out / "best_model.pth", step=step, val_loss=best_val, tokens_seen=tokens_seen)
-            if stop_reason != "diverged" and (last_saved != step or stop_reason == "interrupted" or not (out / "last.pth").exists()):
+                check_weights()
+                save_best(_finite("validation loss", val_loss(), step))   # before last.pth, which records best_val
+            if stop_reason != "diverged" and (last_saved != step or not (out / "last.pth").exists()):
                 checkpoint(out / "last.pth")
         except _Diverged as e: stop_reason, diverged = "diverged", e
+        if stops.received and stop_reason in ("max_steps", "time_budget"):
+            stop_reason = "interrupted"            # a signal during the last saves: they are done, and it is honoured
         result = {**info, "history": history, "step": step, "tokens_seen": tokens_seen, "best_val": best_val,
                   "stop_reason": stop_reason, "elapsed": round(elapsed0 + time.time() - t0, 1)}
         if diverged: result["diverged"] = {"step": diverged.step, "what": diverged.what, "value": diverged.value,
@@ -559,6 +749,7 @@ class _Parser(argparse.ArgumentParser):
 def _help() -> dict[str, str]:
     "One line of `--help` per `TrainArgs` field."
     cpu = torch.backends.cpu.get_cpu_capability()
+    native = "native" if native_bf16(torch.device("cpu")) else "not native"
     return dict(
         out_dir="folder for last.pth, best_model.pth, train_log.json and the token cache",
         size=f"the model's shape: {', '.join(SIZES)} (bundled: 6 layers, 4 heads, 128 wide, 256 positions)",
@@ -578,8 +769,9 @@ def _help() -> dict[str, str]:
         save_interval="steps between last.pth writes (default: --eval_interval)", seed="random seed (weights and batches)",
         device="auto, cpu, cuda, cuda:N or mps", cache_dir="folder for the tokenized data (default: OUT_DIR/tokens)",
         progress="a progress bar (default: when stderr is a terminal)",
-        autocast=f"bfloat16 autocast: auto (on CUDA only), bf16 or off; on a CPU bf16 is faster only with native bfloat16 "
-                 f"(AVX512-BF16, AMX): with AVX2 alone it is emulated, several times slower (this CPU: {cpu})",
+        autocast=f"bfloat16 autocast: auto (on where bfloat16 is native: a CUDA GPU that has it, a CPU with "
+                 f"AVX512-BF16 or AMX; this CPU: {cpu}, {native}), bf16 or off; with AVX2 alone bf16 is emulated, "
+                 f"several times slower",
         output_vocab="full: a softmax over all 50,257 tokens; seen: over the training data's tokens + one shared row "
                      "(much faster for a small model)",
         window_start="any: training windows start anywhere; line: at the start of a line")
@@ -630,7 +822,11 @@ def main(argv=None) -> int:
     except TrainError as e: return fail(e, 2)
     except (NotADirectoryError, FileExistsError, PermissionError) as e:   # the folders it writes: a file in the way, no rights
         return fail(f"{_message(e)}: choose an --out_dir (and --cache_dir) that can be written", 1)
-    except (ValueError, OSError) as e: return fail(e, 1)       # a checkpoint that cannot be read, a device that is absent, ...
+    except (ValueError, OSError) as e:             # a checkpoint that cannot be read, an absent device, a full disk
+        if isinstance(e, OSError) and e.errno in _NO_ROOM and e.filename:   # the log or the token cache
+            return fail(f"could not write {e.filename}: {_NO_ROOM[e.errno]}; free some space (or choose another "
+                        f"--out_dir), then run again", 1)
+        return fail(e, 1)
     except KeyboardInterrupt:
         put(f"{_prog()}: interrupted"); return 130
     except Exception as e:
@@ -638,6 +834,8 @@ def main(argv=None) -> int:
         return fail(f"{type(e).__name__}: {_message(e)} (set GPT2_LEARN_DEBUG=1 to see where)", 1)
     finally:
         for s, h in old.items(): signal.signal(s, h)
+        if _restore_interrupts is not None:        # the program is ending: a late signal must not make it -2/-15
+            for s in [signal.SIGINT, *old]: signal.signal(s, signal.SIG_IGN)
     if r["stop_reason"] == "diverged":
         d = r["diverged"]
         fix = (f"the last good checkpoint is {d['last_good']}: lower --lr (now {a.lr:g}) and --resume from it" if d["last_good"]

@@ -170,6 +170,9 @@ BAD = [
     (["--data", "{text}", "--window_start", "middle"], "--window_start must be any or line"),
     (["--data", "{text}", "--lr", "nan"], "--lr must be a number > 0"),
     (["--data", "{text}", "--lr", "inf"], "--lr must be a number > 0"),
+    (["--data", "{text}", "--lr", "1e300"], "--lr must be at most 3.4e+38"),
+    (["--data", "{text}", "--weight_decay", "1e30"], "lower --weight_decay"),
+    (["--data", "{text}", "--out_dir", ""], "--out_dir must name a folder"),
     (["--data", "{text}", "--min_lr", "-1"], "--min_lr must be in [0, --lr]"),
     (["--data", "{text}", "--warmup", "-5"], "--warmup must be >= 0"),
     (["--data", "{text}", "--weight_decay", "nan"], "--weight_decay must be >= 0"),
@@ -192,7 +195,7 @@ def test_bad_input_one_line_exit_2(argv, msg, text_file, tmp_path, capsys):
     fill = dict(missing=tmp_path / "nope.txt", empty=empty, text=text_file, tiny=tiny)
     argv = [a.format(**fill) for a in argv]
     tiny_flags = [kv for kv in zip(TINY[::2], TINY[1::2]) if kv[0] not in argv]   # the case's own values win over TINY's
-    argv += ["--out_dir", str(tmp_path / "ck"), *[x for kv in tiny_flags for x in kv]]
+    argv += ([] if "--out_dir" in argv else ["--out_dir", str(tmp_path / "ck")]) + [x for kv in tiny_flags for x in kv]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and msg in err and "Traceback" not in err
@@ -245,17 +248,22 @@ def test_build_corpus_where_it_cannot_write_exit_1(text_file, capsys):
     _one_line_exit_1(capsys, ["--build_corpus", str(text_file / "corpus")], "could not write the corpus")
 
 
-def test_last_checkpoints_are_written_through_a_second_ctrl_c():
-    "While the run's last checkpoints are written, SIGINT and SIGTERM are ignored; the handlers come back after."
-    from gpt2_learn.train import signals_ignored
+def test_stop_signals_wait_for_a_write_then_stop_once():
+    "Signals that land while a checkpoint is written wait for its end, then stop the run once; later ones are only counted."
+    from gpt2_learn.train import StopSignals
     outer = signal.signal(signal.SIGINT, signal.default_int_handler)      # (a background job starts with SIGINT ignored)
     try:
-        before = signal.getsignal(signal.SIGINT)
-        with signals_ignored():
-            os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.05)   # nothing raised
-        assert signal.getsignal(signal.SIGINT) is before
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT); time.sleep(0.05)
+        with StopSignals() as stops:
+            with pytest.raises(KeyboardInterrupt):
+                with stops.hold():
+                    os.kill(os.getpid(), signal.SIGINT); os.kill(os.getpid(), signal.SIGINT); time.sleep(0.05)   # nothing raised
+                    done = True
+            assert done and stops.received == [signal.SIGINT] * 2
+            os.kill(os.getpid(), signal.SIGINT); time.sleep(0.05)     # stopping already: counted, not raised
+            assert len(stops.received) == 3
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        with StopSignals() as stops, pytest.raises(ZeroDivisionError):   # a write that fails: its error, not the signal
+            with stops.hold(): os.kill(os.getpid(), signal.SIGINT); time.sleep(0.05); 1 / 0
     finally: signal.signal(signal.SIGINT, outer)
 
 
@@ -376,3 +384,153 @@ def test_help_and_parse_errors(capsys):
 def test_out_dir_under_a_file_says_what_to_do(text_file, tmp_path, capsys):
     argv = ["--data", str(text_file), "--out_dir", str(text_file / "sub"), "--max_steps", "2", *TINY]
     _one_line_exit_1(capsys, argv, "choose an --out_dir (and --cache_dir) that can be written")
+
+
+SLOW_DISK = r"""
+import os, sys, time
+sys.argv[0] = "gpt2-learn-train"               # as the installed command runs
+import torch
+real_save, marker = torch.save, os.environ["SAVE_MARKER"]
+class Slow:                                    # a slow disk: a signal is sure to land while a checkpoint is written
+    def __init__(self, f): self.f = f
+    def write(self, b): time.sleep(0.004); return self.f.write(b)
+    def flush(self): return self.f.flush()
+def slow_save(obj, f, *a, **kw):
+    if not hasattr(f, "write"): return real_save(obj, f, *a, **kw)
+    with open(marker, "a") as m: m.write("w")
+    return real_save(obj, Slow(f), *a, **kw)
+torch.save = slow_save
+from gpt2_learn.train import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_signals_during_a_checkpoint_write_lose_nothing(text_file, tmp_path):
+    "Ctrl+C in the middle of the first last.pth write, then SIGTERM and SIGHUP later, then a storm: the save completes, exit 130."
+    out, marker = tmp_path / "ck", tmp_path / "writes"
+    cmd = [sys.executable, "-c", SLOW_DISK, "--data", str(text_file), "--out_dir", str(out), *TINY, "--max_steps", "100000",
+           "--eval_interval", "100000", "--save_interval", "3", "--output_vocab", "seen", "--no-progress"]
+    p = subprocess.Popen(cmd, env={**env(), "SAVE_MARKER": str(marker)}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         text=True, preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+    try:
+        deadline = time.time() + 120
+        while not marker.exists() and p.poll() is None and time.time() < deadline: time.sleep(0.01)
+        time.sleep(0.1)
+        storm = [signal.SIGINT, signal.SIGTERM, signal.SIGHUP] + [signal.SIGINT, signal.SIGTERM] * 5
+        for i, s in enumerate(storm):
+            if p.poll() is None: p.send_signal(s)
+            time.sleep(0.2 if i < 3 else 0.03)  # the second and third 200 ms apart, then a storm
+        err = p.communicate(timeout=120)[1]
+    finally: p.kill()
+    assert p.returncode == 130 and "Traceback" not in err and "(interrupted)" in err, (p.returncode, err)
+    assert torch.load(out / "last.pth", weights_only=True)["step"] == 3     # the write the signal landed in
+    GPT2Model.from_checkpoint(out / "best_model.pth")
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_best_model_never_gets_worse_after_a_kill_between_its_writes(text_file, tmp_path):
+    "Killed after best_model.pth (step 4) but before last.pth: the resume knows step 4's loss is the best, not step 2's."
+    import json
+    class Killed(BaseException): pass
+    def kill_at_4(msg):                            # this message comes after best_model.pth's write, before last.pth's
+        if msg.startswith("step 4:"): raise Killed
+    with pytest.raises(Killed): train(tiny_args(text_file, tmp_path, max_steps=8, eval_interval=2, output_vocab="seen"), log=kill_at_4)
+    best = torch.load(tmp_path / "best_model.pth", weights_only=True)["val_loss"]
+    assert torch.load(tmp_path / "last.pth", weights_only=True)["step"] == 2
+    lines = []
+    r = train(tiny_args(text_file, tmp_path, max_steps=8, eval_interval=2, output_vocab="seen", resume=True), log=lines.append)
+    step4 = next(l for l in lines if l.startswith("step 4:"))
+    assert "(best)" not in step4, step4            # the same loss as best_model.pth's: not better (it was, against step 2's)
+    vals = [h["val_loss"] for h in r["history"]]
+    after = torch.load(tmp_path / "best_model.pth", weights_only=True)["val_loss"]
+    assert after <= best and after == min(vals) == r["best_val"]
+    assert json.loads((tmp_path / "train_log.json").read_text())["best_val"] == after
+
+
+def test_one_run_per_out_dir_and_stale_temporary_files_go(text_file, tmp_path, capsys):
+    "A second run in a folder in use exits 2 naming the pid; the next run that holds the folder removes killed writes' files."
+    from gpt2_learn.train import out_dir_lock
+    stale = [tmp_path / ".last.pth.ab_d1234.tmp", tmp_path / ".best_model.pth.x9yz0000.tmp", tmp_path / ".train_log.json.tmp"]
+    others = [tmp_path / ".last.pth.tmp", tmp_path / "notes.tmp", tmp_path / ".other.pth.abcd1234.tmp"]
+    with out_dir_lock(tmp_path):
+        for f in stale + others: f.write_text("x")
+        assert main(["--data", str(text_file), "--out_dir", str(tmp_path), *TINY, "--max_steps", "1"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"another training run (pid {os.getpid()}) is using {tmp_path}" in err, err
+        assert all(f.exists() for f in stale)      # not ours to clean while another run writes
+    train(tiny_args(text_file, tmp_path, max_steps=1, eval_interval=1, output_vocab="seen"))
+    assert not any(f.exists() for f in stale) and all(f.exists() for f in others)
+
+
+def test_full_disk_one_line_and_old_checkpoints_intact(text_file, tmp_path, capsys):
+    "A write that runs out of room (here the file size limit: EFBIG, as ENOSPC) says so in one line, exit 1; nothing lost."
+    import resource
+    train(tiny_args(text_file, tmp_path, max_steps=2, eval_interval=1, output_vocab="seen"))
+    before = {n: (tmp_path / n).read_bytes() for n in ("last.pth", "best_model.pth")}
+    assert len(before["best_model.pth"]) < 10_000_000 < len(before["last.pth"])
+    old_limit, old_handler = resource.getrlimit(resource.RLIMIT_FSIZE), signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (10_000_000, old_limit[1]))
+    try: code = main(["--data", str(text_file), "--out_dir", str(tmp_path), *TINY, "--resume", "--max_steps", "4",
+                      "--eval_interval", "100", "--output_vocab", "seen"])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, old_limit); signal.signal(signal.SIGXFSZ, old_handler)
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]                    # after the run's own progress lines
+    assert code == 1 and err.count("error") == 1 and "Traceback" not in err, err
+    assert f"could not write {tmp_path / 'last.pth'}: the file size limit (ulimit -f) is reached" in last, last
+    assert "then run again with --resume" in last
+    assert (tmp_path / "last.pth").read_bytes() == before["last.pth"] and not list(tmp_path.glob(".*.tmp"))
+    GPT2Model.from_checkpoint(tmp_path / "best_model.pth")   # (rewritten at step 4: a better loss, and it fit)
+
+
+@pytest.mark.parametrize("field,value,msg", [("step", -100, "its step is -100, not an integer >= 0"),
+                                             ("step", float("nan"), "its step is nan"),
+                                             ("best_val", float("nan"), "its best_val is nan, not a loss"),
+                                             ("tokens_seen", "many", "its tokens_seen is 'many'"),
+                                             ("history", None, "its history is None"),
+                                             ("batch_rng", torch.zeros(3, dtype=torch.uint8), "generator state does not fit"),
+                                             ("config", lambda c: {**c, "n_layer": 100_000}, "n_layer=100000 but the weights")])
+def test_bad_fields_in_last_pth_are_refused(field, value, msg, text_file, tmp_path_factory, capsys):
+    out = tmp_path_factory.mktemp("bad")
+    train(tiny_args(text_file, out, max_steps=1, eval_interval=1, output_vocab="seen", cache_dir=str(text_file.parent / "tok")))
+    ck = torch.load(out / "last.pth", weights_only=True)
+    torch.save({**ck, field: value(ck[field]) if callable(value) else value}, out / "last.pth")   # (config: 1.2e9 parameters)
+    _one_line_exit_1(capsys, ["--data", str(text_file), "--out_dir", str(out), "--cache_dir", str(text_file.parent / "tok"),
+                              *TINY, "--resume", "--max_steps", "3", "--output_vocab", "seen"], msg)
+
+
+def test_tokenizing_in_pieces_gives_the_same_tokens_in_bounded_memory(text_file, tmp_path):
+    "Pieces cut between a non-space and a space tokenize as the whole file; a 2 MB file no longer costs ~170x its size."
+    from gpt2_learn.tokenizer import load_tokenizer
+    from gpt2_learn.train import tokenize_files
+    tok = load_tokenizer()
+    tricky = ("  x\n\n  def f():\n\treturn  1\r\n\r\n   \n" + "café — naïve\u00a0nbsp\u2028 line\u3000wide 's 're 'll\n" +
+              "<|endoftext|> inside <|endoftext|>x  \t\n" + "1234567 89,000.5 ;;; ''' \"\"\" ===\n") * 20
+    files = [tmp_path / "a.txt", tmp_path / "b.txt", text_file]
+    files[0].write_text(tricky, encoding="utf-8", newline="")
+    files[1].write_bytes(b"bad utf-8 \xff\xfe here\n" * 50)
+    want = np.concatenate([tok(f.read_text(encoding="utf-8", errors="replace"))["input_ids"] + [tok.eos_token_id] for f in files])
+    for batch_chars in (40, 333, 1 << 19):        # pieces of ~40 characters, of ~333, whole files
+        n = tokenize_files(files, tmp_path / "all.bin", tok, batch_chars=batch_chars)
+        assert n == len(want) and np.array_equal(np.fromfile(tmp_path / "all.bin", dtype=np.uint16), want), batch_chars
+    big = tmp_path / "big.txt"
+    big.write_text(text_file.read_text() * (2_000_000 // text_file.stat().st_size))
+    child = ("import resource, sys; from gpt2_learn.tokenizer import load_tokenizer; from gpt2_learn.train import tokenize_files\n"
+             "tok = load_tokenizer(); tok(['warm up ' * 5000])\n"
+             "peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+             "base = peak(); tokenize_files([sys.argv[1]], sys.argv[2], tok); print(peak() - base)")
+    r = subprocess.run([sys.executable, "-c", child, str(big), str(tmp_path / "big.bin")], env=env(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout) < 150, f"{float(r.stdout):.0f} MB more for a 2 MB file"   # it was ~340 MB (170x)
+
+
+def test_progress_counts_down_to_the_first_limit_and_autocast_follows_the_hardware(text_file, tmp_path):
+    from gpt2_learn.train import native_bf16, steps_within
+    assert steps_within(10, 8000, 590.0, 1.0) == 600      # --time_budget 600 --max_steps 8000 at 1 s a step: 600, not 8000
+    assert steps_within(10, 100, 590.0, 1.0) == 100 and steps_within(10, 8000, None, 1.0) == 8000
+    assert steps_within(10, 8000, -5.0, 1.0) == 10
+    flags = set(re.findall(r"\w+", Path("/proc/cpuinfo").read_text())) if Path("/proc/cpuinfo").exists() else set()
+    if flags: assert native_bf16(torch.device("cpu")) == bool({"avx512_bf16", "amx_tile"} & flags)
+    r = train(tiny_args(text_file, tmp_path, max_steps=1, eval_interval=1, output_vocab="seen"))
+    assert r["bf16"] == native_bf16(torch.device("cpu"))
