@@ -97,7 +97,7 @@ def check_keys(expected: dict, sd: dict, n_layer: int) -> None:
 
 def weight_shapes(cfg: GPT2Config) -> dict[str, tuple[int, ...]]:
     "Every weight of a GPT-2 of shape `cfg` (our layout, tied head left out): key -> shape, by arithmetic alone."
-    d, inner = cfg.n_embd, getattr(cfg, "n_inner", None) or 4 * cfg.n_embd
+    d, inner = cfg.n_embd, cfg.n_inner or 4 * cfg.n_embd
     block = {"ln_1.weight": (d,), "ln_1.bias": (d,), "attn.c_attn.weight": (3 * d, d), "attn.c_attn.bias": (3 * d,),
              "attn.c_proj.weight": (d, d), "attn.c_proj.bias": (d,), "ln_2.weight": (d,), "ln_2.bias": (d,),
              "mlp.c_fc.weight": (inner, d), "mlp.c_fc.bias": (inner,), "mlp.c_proj.weight": (d, inner),
@@ -452,12 +452,15 @@ def load_bundled_model(device=None, dtype=None) -> GPT2Model:
 
 # %% ../nbs/03_weights.ipynb #09cee811
 def hf_config_dict(cfg: GPT2Config) -> dict:
-    "transformers' GPT-2 config.json for this shape."
+    "transformers' GPT-2 config.json for this config: its shape and every option that changes the computation."
     return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": cfg.vocab_size,
             "n_positions": cfg.n_positions, "n_ctx": cfg.n_positions, "n_embd": cfg.n_embd, "n_layer": cfg.n_layer,
-            "n_head": cfg.n_head, "n_inner": None, "activation_function": "gelu_new", "layer_norm_epsilon": cfg.layer_norm_epsilon,
+            "n_head": cfg.n_head, "n_inner": cfg.n_inner, "activation_function": cfg.activation_function,
+            "layer_norm_epsilon": cfg.layer_norm_epsilon, "scale_attn_weights": cfg.scale_attn_weights,
+            "scale_attn_by_inverse_layer_idx": cfg.scale_attn_by_inverse_layer_idx,
+            "reorder_and_upcast_attn": cfg.reorder_and_upcast_attn,
             "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1, "initializer_range": 0.02,
-            "bos_token_id": 50256, "eos_token_id": 50256, "tie_word_embeddings": True, "scale_attn_weights": True}
+            "bos_token_id": 50256, "eos_token_id": 50256, "tie_word_embeddings": True}
 
 def save_pretrained(model: GPT2Model, folder: str | Path) -> Path:
     "Write `config.json` + `model.safetensors` in transformers' GPT-2 format."

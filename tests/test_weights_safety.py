@@ -16,7 +16,7 @@ def tiny(seed: int = 0) -> GPT2Model:
 
 
 def our_sd() -> dict:
-    return {k: v.detach().clone() for k, v in tiny().state_dict().items() if k != "lm_head.weight"}
+    return {k: v.detach().clone().contiguous() for k, v in tiny().state_dict().items() if k != "lm_head.weight"}
 
 
 def run_child(code: str, timeout: float = 120, limit: int | None = AS_LIMIT) -> subprocess.CompletedProcess:
@@ -58,7 +58,7 @@ def load_each(cases: list, timeout: float = 120) -> dict:
 # --- 24.2: a declared size is checked before anything of that size is built -----------------------------------------
 
 def test_weight_shapes_are_the_models():
-    for cfg in (GPT2Config(**TINY), GPT2Config(n_layer=3, n_head=4, n_embd=64, n_positions=16, vocab_size=7)):
+    for cfg in (GPT2Config(**TINY), GPT2Config(n_layer=3, n_head=4, n_embd=64, n_positions=16, vocab_size=7, n_inner=40)):
         built = {k: tuple(p.shape) for k, p in W.empty_model(cfg).state_dict().items() if k != "lm_head.weight"}
         assert W.weight_shapes(cfg) == built
 
@@ -120,3 +120,192 @@ def test_huge_declared_sizes_are_refused_at_once_in_a_small_address_space(tmp_pa
         assert seconds < 5, (path, said, seconds)      # well under a second unloaded: nothing is built
     assert "config.json" in got[str(tmp_path / "cfg")][0]
     assert "h.999999999" in got[str(tmp_path / "key")][0]
+
+
+# --- 24.4: small inputs never cost huge memory or a hang -----------------------------------------------------------
+
+def deflate_bomb(path, declared: int) -> None:
+    "A torch-style zip whose one storage is `declared` bytes of zeros, deflated (torch.save writes entries stored)."
+    import collections, pickle, zipfile
+    storage = object()
+    class Tensor:
+        def __reduce__(self):
+            return (torch._utils._rebuild_tensor_v2, (storage, 0, (declared // 4,), (1,), False, collections.OrderedDict()))
+    class Pickler(pickle.Pickler):
+        def persistent_id(self, obj):
+            return ("storage", torch.FloatStorage, "0", "cpu", declared // 4) if obj is storage else None
+    import io
+    buf = io.BytesIO()
+    Pickler(buf, protocol=2).dump({"wte.weight": Tensor()})
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("bomb/data.pkl", buf.getvalue())
+        z.writestr("bomb/byteorder", "little")
+        z.writestr("bomb/version", "3\n")
+        with z.open(zipfile.ZipInfo("bomb/data/0"), "w", force_zip64=True) as entry:
+            entry._compressor = __import__("zlib").compressobj(1, 8, -15)
+            entry._zinfo.compress_type = zipfile.ZIP_DEFLATED
+            chunk = bytes(2**20)
+            for _ in range(declared // 2**20): entry.write(chunk)
+
+
+def test_pipes_devices_bombs_and_huge_json_are_never_read(tmp_path):
+    "A FIFO as config.json, as model.safetensors, as a listed shard or as the .pth; config.json -> /dev/zero; a zip bomb."
+    m = tiny()
+    cases = []
+    for name in ("fifo_cfg", "zero_cfg", "fifo_weights", "fifo_shard"):
+        W.save_pretrained(m, tmp_path / name)
+        cases.append(["dir", str(tmp_path / name)])
+    (tmp_path / "fifo_cfg" / "config.json").unlink()
+    os.mkfifo(tmp_path / "fifo_cfg" / "config.json")
+    (tmp_path / "zero_cfg" / "config.json").unlink()
+    (tmp_path / "zero_cfg" / "config.json").symlink_to("/dev/zero")
+    (tmp_path / "fifo_weights" / "model.safetensors").unlink()
+    os.mkfifo(tmp_path / "fifo_weights" / "model.safetensors")
+    shard = tmp_path / "fifo_shard"
+    (shard / "model.safetensors").rename(shard / "part-1.safetensors")
+    os.mkfifo(shard / "part-2.safetensors")
+    (shard / "model.safetensors.index.json").write_text(json.dumps(
+        {"weight_map": {"transformer.wte.weight": "part-1.safetensors", "transformer.ln_f.bias": "part-2.safetensors"}}))
+    os.mkfifo(tmp_path / "fifo.pth")
+    cases.append(["ckpt", str(tmp_path / "fifo.pth")])
+    (tmp_path / "huge_cfg").mkdir()
+    (tmp_path / "huge_cfg" / "config.json").write_bytes(b" " * (W.JSON_MAX_BYTES + 1))
+    cases.append(["dir", str(tmp_path / "huge_cfg")])
+    deflate_bomb(tmp_path / "bomb.pth", 256 * 2**20)                        # 256 MB of zeros in about 1 MB
+    assert (tmp_path / "bomb.pth").stat().st_size < 2 * 2**20
+    cases.append(["ckpt", str(tmp_path / "bomb.pth")])
+    got = load_each(cases, timeout=60)
+    for path, (said, seconds) in got.items():
+        assert said.startswith(("ValueError", "CheckpointError")) and "\n" not in said and seconds < 5, (path, said)
+    assert "has a compressed entry (bomb/data/0)" in got[str(tmp_path / "bomb.pth")][0]
+    for name in ("fifo_cfg", "zero_cfg", "fifo_weights", "fifo_shard"):
+        assert "is not a regular file" in got[str(tmp_path / name)][0], got[str(tmp_path / name)]
+    assert "not a regular file" in got[str(tmp_path / "fifo.pth")][0]
+    assert "larger than" in got[str(tmp_path / "huge_cfg")][0]
+
+
+def lying_safetensors(path, header: dict | bytes, data: bytes = b"", length: int | None = None) -> None:
+    raw = header if isinstance(header, bytes) else json.dumps(header).encode()
+    path.write_bytes((len(raw) if length is None else length).to_bytes(8, "little") + raw + data)
+
+
+@pytest.mark.parametrize("header, data, length, says", [
+    ({}, b"", 10**15, "a header of 1,000,000,000,000,000 bytes"),
+    (b"{not json", b"", None, "not JSON"),
+    ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, None, "lies outside the file's 4 bytes"),
+    ({"w": {"dtype": "F32", "shape": [10**9, 10**9], "data_offsets": [0, 8]}}, b"\0" * 8, None, "shape needs other"),
+    ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8, None, "has shape [-2]"),
+    ({"w": {"dtype": "EVIL", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, None, "no dtype"),
+    ([1, 2], b"", None, "not a JSON object"),
+])
+def test_a_lying_safetensors_header_is_refused_before_loading(tmp_path, monkeypatch, header, data, length, says):
+    import safetensors.torch
+    monkeypatch.setattr(safetensors.torch, "load_file", lambda *a, **k: pytest.fail("reached the loader"))
+    lying_safetensors(tmp_path / "lie.safetensors", header, data, length)
+    with pytest.raises(ValueError, match="is not a valid safetensors file .*" + says.replace("[", r"\[").replace("]", r"\]")):
+        GPT2Model.from_pretrained(tmp_path / "lie.safetensors")
+
+
+# --- 24.6: a corrupted checkpoint says so --------------------------------------------------------------------------
+
+def test_a_corrupted_checkpoint_is_refused_by_its_crc(tmp_path):
+    torch.manual_seed(0)
+    m = GPT2Model(GPT2Config(vocab_size=2000, n_positions=32, n_embd=64, n_layer=2, n_head=2))
+    good = W.save_checkpoint(m, tmp_path / "last.pth")
+    blob = good.read_bytes()
+    import zipfile
+    wte = max(zipfile.ZipFile(good).infolist(), key=lambda i: i.file_size)       # the token embedding's storage
+    start = wte.header_offset + 200
+    flipped = bytearray(blob)
+    flipped[start + 1000] ^= 0x10
+    (tmp_path / "flipped.pth").write_bytes(flipped)
+    (tmp_path / "zeroed.pth").write_bytes(blob[:start] + bytes(64 * 1024) + blob[start + 64 * 1024:])
+    assert torch.load(tmp_path / "flipped.pth", weights_only=True)["model"]["wte.weight"].shape == (2000, 64)   # torch: fine
+    for name in ("flipped.pth", "zeroed.pth"):
+        with pytest.raises(W.CheckpointError, match=rf"{name} is corrupt \(CRC mismatch in \w+/data/\d+\): restore it"):
+            GPT2Model.from_checkpoint(tmp_path / name)
+    GPT2Model.from_checkpoint(good)
+
+
+# --- 24.12: one line that says what is wrong -----------------------------------------------------------------------
+
+class _RunsCode:
+    def __init__(self, marker): self.marker = str(marker)
+    def __reduce__(self): return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")        # torch.jit.script's own, when making the file
+def test_odd_files_get_one_line_each_on_the_cli(tmp_path, capsys):
+    "TorchScript, code in a protocol-4 pickle, a 1-D wte, no blocks, inf weights: one stderr line, exit 1, no code run."
+    import pickle
+    from safetensors.torch import save_file
+    from gpt2_learn.inference import main
+    marker = tmp_path / "ran"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), tmp_path / "script.pth")
+    with open(tmp_path / "p4.pth", "wb") as f: pickle.dump({"config": {}, "model": _RunsCode(marker)}, f, protocol=4)
+    torch.save({"config": {}, "model": _RunsCode(marker)}, tmp_path / "p4zip.pth", pickle_protocol=4)
+    torch.save({"config": {}, "model": {"w": torch.zeros(1)}}, tmp_path / "p4ok.pth", pickle_protocol=4)
+    sd = our_sd()
+    save_file({**sd, "wte.weight": torch.zeros(100)}, str(tmp_path / "flat.safetensors"))
+    save_file({k: v for k, v in sd.items() if not k.startswith("h.")}, str(tmp_path / "noblocks.safetensors"))
+    m = tiny()
+    with torch.no_grad(): m.h[1].mlp.c_fc.weight[3, 4] = float("inf")
+    m.save_checkpoint(tmp_path / "inf.pth")
+    expect = {"script.pth": "is a TorchScript program, not weights",
+              "p4.pth": "holds Python objects, not only tensors (posix.system)",
+              "p4zip.pth": "holds Python objects, not only tensors (posix.system)",
+              "p4ok.pth": "was pickled with protocol 4, which weights-only loading cannot read: re-save it",
+              "flat.safetensors": "wte.weight (the token embedding) has shape (100,), a GPT-2's is a matrix",
+              "noblocks.safetensors": "the weights have no transformer blocks",
+              "inf.pth": "the weights hold NaN or inf (first in h.1.mlp.c_fc.weight)"}
+    for name, says in expect.items():
+        code = main(["--model_path", str(tmp_path / name), "--prompt", "hi", "--max_new_tokens", "2", "--device", "cpu"])
+        out, err = capsys.readouterr()
+        assert code == 1 and out == "", (name, code, out)
+        assert err.count("\n") == 1 and says in err and "Traceback" not in err, (name, err)
+    assert not marker.exists()
+
+
+# --- 5: nothing in a model folder runs ------------------------------------------------------------------------------
+
+def test_a_model_folder_never_runs_its_code(tmp_path, monkeypatch):
+    "auto_map and .py files beside the weights are ignored; the hub download asks for weights and config only."
+    import inspect
+    W.save_pretrained(tiny(), tmp_path / "evil")
+    marker = tmp_path / "ran"
+    cfg = json.loads((tmp_path / "evil" / "config.json").read_text())
+    cfg["auto_map"] = {"AutoConfig": "evil_cfg.EvilConfig", "AutoModelForCausalLM": "evil_cfg.EvilModel"}
+    (tmp_path / "evil" / "config.json").write_text(json.dumps(cfg))
+    (tmp_path / "evil" / "evil_cfg.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
+    GPT2Model.from_pretrained(tmp_path / "evil")
+    assert not marker.exists()
+    asked = {}
+    def fake_download(repo_id, **kw):
+        asked.update(kw, repo_id=repo_id)
+        return str(tmp_path / "evil")
+    import huggingface_hub
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_download)
+    GPT2Model.from_pretrained("someone/evil")
+    assert asked["repo_id"] == "someone/evil" and not marker.exists()
+    assert asked["allow_patterns"] and all(p.endswith((".json", ".safetensors")) for p in asked["allow_patterns"])
+    source = inspect.getsource(W)
+    assert "trust_remote_code=True" not in source and "AutoModel" not in source and "AutoConfig" not in source
+
+
+# --- 18.1 / 6: save_pretrained writes the options that change the computation ----------------------------------------
+
+@pytest.mark.parametrize("option", [dict(activation_function="relu"), dict(scale_attn_weights=False),
+                                    dict(scale_attn_by_inverse_layer_idx=True), dict(n_inner=48),
+                                    dict(reorder_and_upcast_attn=True, activation_function="gelu")])
+def test_save_pretrained_is_read_by_transformers_as_the_same_model(tmp_path, option):
+    import transformers
+    torch.manual_seed(0)
+    ours = GPT2Model(GPT2Config(**{**TINY, "n_layer": 3}, **option)).eval()
+    with torch.no_grad():
+        for p in ours.parameters(): p.normal_(0, 0.12)                  # large enough that each option shows
+    W.save_pretrained(ours, tmp_path / "out")
+    theirs = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "out").eval()
+    ids = torch.randint(0, TINY["vocab_size"], (1, 20))
+    with torch.no_grad(): torch.testing.assert_close(ours(ids), theirs(ids).logits, atol=1e-4, rtol=0)
+    again = GPT2Model.from_pretrained(tmp_path / "out")
+    assert {k: getattr(again.config, k) for k in option} == option
