@@ -489,12 +489,12 @@ def test_full_disk_one_line_and_old_checkpoints_intact(text_file, tmp_path, caps
                                              ("tokens_seen", "many", "its tokens_seen is 'many'"),
                                              ("history", None, "its history is None"),
                                              ("batch_rng", torch.zeros(3, dtype=torch.uint8), "generator state does not fit"),
-                                             ("config", lambda c: {**c, "n_layer": 100_000}, "n_layer=100000 but the weights")])
+                                             ("config", lambda c: {**c, "n_layer": 100}, "the config says n_layer=100 but the weights hold 1")])
 def test_bad_fields_in_last_pth_are_refused(field, value, msg, text_file, tmp_path_factory, capsys):
     out = tmp_path_factory.mktemp("bad")
     train(tiny_args(text_file, out, max_steps=1, eval_interval=1, output_vocab="seen", cache_dir=str(text_file.parent / "tok")))
     ck = torch.load(out / "last.pth", weights_only=True)
-    torch.save({**ck, field: value(ck[field]) if callable(value) else value}, out / "last.pth")   # (config: 1.2e9 parameters)
+    torch.save({**ck, field: value(ck[field]) if callable(value) else value}, out / "last.pth")
     _one_line_exit_1(capsys, ["--data", str(text_file), "--out_dir", str(out), "--cache_dir", str(text_file.parent / "tok"),
                               *TINY, "--resume", "--max_steps", "3", "--output_vocab", "seen"], msg)
 
