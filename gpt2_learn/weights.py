@@ -183,7 +183,8 @@ def read_bounded(path: str | Path, limit: int) -> bytes:
         if not stat.S_ISREG(st.st_mode):
             raise ValueError(f"{path} is not a regular file (a pipe, a device or a folder): not reading it")
         data = f.read(limit + 1)
-    if len(data) > limit: raise ValueError(f"{path} is larger than {limit:,} bytes: not a file of this kind, not reading it")
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit:,} bytes: not a file of this kind, not reading it")
     return data
 
 def check_safetensors_header(path: str | Path) -> None:
@@ -233,7 +234,8 @@ def check_torch_zip(path: str | Path, verify_crc: bool = True) -> bool:
         try:
             with zipfile.ZipFile(f) as z: infos = z.infolist()
         except (zipfile.BadZipFile, ValueError, EOFError) as e:
-            raise CheckpointError(f"{path} is corrupt (its zip directory: {e}): restore it or use another file") from None
+            why = f"{path} is corrupt (its zip directory: {e}): restore it or use another file"
+            raise CheckpointError(why) from None
         if any(i.filename.endswith("/constants.pkl") or "/code/" in i.filename for i in infos):
             raise CheckpointError(f"{path} is a TorchScript program, not weights: gpt2_learn loads only tensors "
                                   f"(save the model's state_dict with torch.save, or as safetensors)")
@@ -255,7 +257,7 @@ def check_torch_zip(path: str | Path, verify_crc: bool = True) -> bool:
 STRING_OPS = ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING", "BINSTRING", "STRING")
 
 def pickle_globals(f) -> tuple[int, list[str]] | None:
-    "(protocol, the globals `module.name`) of one pickle in file `f`, read off its opcodes, never run; None if not whole."
+    "(protocol, globals `module.name`) of one pickle in file `f`, read off its opcodes, never run; None if not whole."
     names, memo, last, protocol = [], {}, [], 0
     try:
         for op, arg, _ in pickletools.genops(f):
@@ -382,7 +384,8 @@ def load_weights_only(path: str | Path):
 def _unreadable(path: str | Path, e: Exception) -> CheckpointError:
     "Why torch could not read `path`, judged from the pickle's own opcodes (never from the wording of torch's error)."
     read = checkpoint_globals(path)
-    if read is None: return CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})")
+    corrupt = CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})")
+    if read is None: return corrupt
     protocol, found = read
     allowed = _allowed_globals()
     if other := next((g for g in found if g not in allowed), None):   # classes, functions: unpickling could run code
@@ -392,7 +395,7 @@ def _unreadable(path: str | Path, e: Exception) -> CheckpointError:
     if protocol >= 4:
         return CheckpointError(f"{path} was pickled with protocol {protocol}, which weights-only loading cannot read: "
                                f"re-save it with torch.save's default protocol (2)")
-    return CheckpointError(f"{path} is not a readable checkpoint (truncated or corrupt: {type(e).__name__})")
+    return corrupt
 
 def atomic_torch_save(obj, path: str | Path) -> Path:
     "torch.save to a temporary file in the same folder, fsync, then rename over `path`."
