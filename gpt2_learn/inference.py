@@ -5,6 +5,7 @@
 # %% ../nbs/08_inference.ipynb #2426fef6
 from __future__ import annotations
 import argparse, io, os, re, sys, time, warnings
+from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,17 +14,19 @@ _restore_interrupts = None                                                # as a
 if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn":
     _restore_interrupts = cli_interrupts(cli_name("gpt2-learn", "inference"))
 import torch
-from .generation import TextStream, generate, pad_left
+from .generation import TextStream, as_config, generate, pad_left
 from .model import GPT2Model, resolve_device
 from .tokenizer import StreamDecoder, load_tokenizer
-from .weights import BUNDLED_MODEL_NOTE, load_bundled_model
+from .weights import BUNDLED_MODEL_NOTE, HUB_IDS, load_bundled_model
 if _restore_interrupts: _restore_interrupts()                             # the imports are done: KeyboardInterrupt again
 
 # %% auto #0
-__all__ = ['MAX_PROMPT_BYTES', 'CHECKPOINT_SUFFIXES', 'HF_SUFFIXES', 'STOP_REASONS', 'EXIT_OK', 'EXIT_RUNTIME', 'EXIT_USAGE',
-           'EXIT_INTERRUPTED', 'DEVICE_PATTERN', 'CONFIG_FLAGS', 'PromptError', 'unescape_prompt',
-           'decode_prompt_bytes', 'read_prompt', 'ModelLoadError', 'ModelNotFoundError', 'load_model',
-           'GenerationStats', 'TextGenerator', 'chat_prompt', 'build_parser', 'config_from_args', 'main']
+__all__ = ['MAX_PROMPT_BYTES', 'MAX_TOKEN_BYTES', 'CHECKPOINT_SUFFIXES', 'HF_SUFFIXES', 'HF_WEIGHTS_FILES', 'STOP_REASONS',
+           'THREADS_MIN_FLOP', 'EXIT_OK', 'EXIT_RUNTIME', 'EXIT_USAGE', 'EXIT_INTERRUPTED', 'DEVICE_PATTERN',
+           'FLOAT_FLAGS', 'CONFIG_FLAGS', 'PromptError', 'unescape_prompt', 'decode_prompt_bytes', 'read_prompt',
+           'prompt_byte_cap', 'check_prompt_text', 'ModelLoadError', 'ModelNotFoundError', 'resolve_model_path',
+           'load_model', 'GenerationStats', 'step_flop', 'choose_threads', 'num_threads', 'TextGenerator',
+           'chat_prompt', 'build_parser', 'join_negative_values', 'config_from_args', 'main']
 
 # %% ../nbs/08_inference.ipynb #cbf96004
 class PromptError(ValueError):
@@ -70,6 +73,22 @@ def read_prompt(prompt: str | None = None, prompt_file: str | Path | None = None
         return decode_prompt_bytes(data, "stdin") if isinstance(data, bytes) else data
     return unescape_prompt(prompt or "")
 
+MAX_TOKEN_BYTES = 128   # GPT-2's longest token (a run of 64 two-byte characters); English averages about 4 a token
+
+def prompt_byte_cap(context_window: int) -> int:
+    "The most bytes a prompt can have and still fit `context_window` tokens (were every token GPT-2's longest)."
+    return context_window * MAX_TOKEN_BYTES
+
+def check_prompt_text(prompt: str, context_window: int) -> str:
+    "`prompt` unchanged if it is text that could fit the context window; PromptError (before any tokenizing) if not."
+    n, cap = len(prompt.encode("utf-8", "surrogatepass")), prompt_byte_cap(context_window)
+    if n > cap:
+        raise PromptError(f"the prompt is {n:,} bytes, more than a context window of {context_window:,} tokens "
+                          f"can hold (at most {cap:,} bytes): shorten it")
+    if re.search("[\ud800-\udfff]", prompt):
+        raise PromptError("the prompt is not valid UTF-8 text: pass UTF-8 (or use --prompt_file)")
+    return prompt
+
 # %% ../nbs/08_inference.ipynb #adb0de3a
 class ModelLoadError(RuntimeError):
     "The model or its tokenizer could not be loaded; the message says why and what to do."
@@ -84,18 +103,40 @@ def _one_line(e: BaseException) -> str:
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
 
-def _has_tokenizer_files(folder: Path) -> bool:
-    return (folder / "tokenizer.json").is_file() or ((folder / "vocab.json").is_file() and (folder / "merges.txt").is_file())
+HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                    "pytorch_model.bin.index.json")
+
+def resolve_model_path(model_path: str | Path | None) -> str | Path | None:
+    "A training `--out_dir` (.pth checkpoints, no HF weights) -> its best_model.pth; anything else as it is."
+    if model_path is None or str(model_path) == "": return model_path
+    folder = Path(model_path).expanduser()
+    if not folder.is_dir() or any(os.path.lexists(folder / n) for n in HF_WEIGHTS_FILES): return model_path
+    if (folder / "best_model.pth").is_file(): return folder / "best_model.pth"
+    if others := sorted(p.name for p in folder.glob("*.pth")):
+        raise ModelLoadError(f"{folder} has no best_model.pth (it has {', '.join(others[:3])}): "
+                             f"give the checkpoint itself, e.g. {folder / others[0]}")
+    return model_path
+
+def _folder_tokenizer(folder: Path):
+    "The folder's own tokenizer, read from its plain files; GPT-2's if it has none (a warning if it has another kind)."
+    if any(os.path.lexists(folder / n) for n in ("tokenizer.json", "vocab.json", "merges.txt")):
+        return load_tokenizer(str(folder))                               # plain files only: never code from the folder
+    if other := [n for n in ("tokenizer_config.json", "tokenizer.model") if (folder / n).exists()]:
+        warnings.warn(f"{folder} has {other[0]} but no tokenizer.json (nor vocab.json + merges.txt): "
+                      f"using GPT-2's tokenizer")
+    return load_tokenizer()
 
 def load_model(model_path: str | Path | None = None, device: str | torch.device = "auto", dtype=None):
     "(model, tokenizer): a .pth checkpoint, an HF folder/.safetensors/.bin, a hub id, or None for the bundled model."
     device = resolve_device(device)                      # ValueError: unknown device, or asked for and absent
-    name = None if model_path is None else str(model_path)
     try:
+        model_path = resolve_model_path(model_path)                      # a training --out_dir: its best_model.pth
+        name = None if model_path is None else str(model_path)
         if name is None: return load_bundled_model(device, dtype), load_tokenizer()
         path = Path(name).expanduser()
         looks_local = (path.suffix in CHECKPOINT_SUFFIXES + HF_SUFFIXES or name.startswith((".", "/", "~")) or "\\" in name
-                       or name.count("/") > 1)                   # a hub id is "name" or "owner/name"
+                       or name.count("/") > 1 or ("/" not in name and name not in HUB_IDS))
+        # the hub: OpenAI's GPT-2 names, or "owner/name"
         if not path.exists() and looks_local:
             raise ModelNotFoundError(f"model not found: {name} (give a .pth checkpoint, an HF folder, a .safetensors/.bin file, "
                                      f"a hub id like gpt2, or no --model_path for the bundled model)")
@@ -108,13 +149,11 @@ def load_model(model_path: str | Path | None = None, device: str | torch.device 
             except OSError as e:
                 if "Hugging Face hub" not in str(e): raise
                 raise OSError(f"{_one_line(e)}; nor is {name!r} a file or folder here") from None
-        folder = path if path.is_dir() else path.parent
-        if path.exists() and _has_tokenizer_files(folder): return model, load_tokenizer(str(folder))
-        return model, load_tokenizer()
+        return model, _folder_tokenizer(path if path.is_dir() else path.parent) if path.exists() else load_tokenizer()
     except ModelLoadError: raise
     except (ValueError, OSError) as e: raise ModelLoadError(_one_line(e)) from None
     except Exception as e:                               # a corrupt safetensors file, a pickle error, ...
-        raise ModelLoadError(f"could not load a model from {name or 'the bundled checkpoint'} "
+        raise ModelLoadError(f"could not load a model from {model_path or 'the bundled checkpoint'} "
                              f"({type(e).__name__}: {_one_line(e)}): check that the file is complete") from None
 
 # %% ../nbs/08_inference.ipynb #16cb92dc
@@ -136,6 +175,35 @@ class GenerationStats:
         return (f"{self.new_tokens} tokens in {self.seconds:.2f} s ({self.tokens_per_s:.1f} tokens/s) on {self.device}; "
                 f"stopped: {STOP_REASONS.get(self.stop_reason, self.stop_reason)}")
 
+# %% ../nbs/08_inference.ipynb #26bf8ac2
+THREADS_MIN_FLOP = 1e9   # below this a decode step runs faster on one thread (measured: bench/threads.py)
+
+def step_flop(model: GPT2Model, batch: int = 1) -> float:
+    "Floating-point operations of the matrix products in one decode step (the LM head and the blocks)."
+    c = model.config
+    return 2.0 * batch * (c.vocab_size * c.n_embd + 12 * c.n_layer * c.n_embd ** 2)
+
+def _idle_cores() -> int:
+    "Cores not busy with other work (this process's cores minus the 1-minute load average), at least 1."
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try: load = os.getloadavg()[0]
+    except (AttributeError, OSError): load = 0.0                       # Windows has no load average
+    return max(1, min(cores, round(cores - load)))
+
+def choose_threads(model: GPT2Model, batch: int = 1, available: int | None = None) -> int:
+    "CPU threads for generating with `model` at `batch`: 1 below THREADS_MIN_FLOP a step, else the idle cores allowed."
+    available = available if available is not None else min(torch.get_num_threads(), _idle_cores())
+    return 1 if step_flop(model, batch) < THREADS_MIN_FLOP else max(1, available)
+
+@contextmanager
+def num_threads(n: int | None):
+    "Run the block with `n` PyTorch CPU threads (None: as it is), then put the caller's count back."
+    before = torch.get_num_threads()
+    if n is not None and n != before: torch.set_num_threads(n)
+    try: yield
+    finally:
+        if torch.get_num_threads() != before: torch.set_num_threads(before)
+
 # %% ../nbs/08_inference.ipynb #146b5ba9
 def _first_stop(text: str, stops: Sequence[str]) -> int:
     "Index of the earliest stop string in `text`, or -1."
@@ -150,38 +218,51 @@ def _pack_if_cpu(model: GPT2Model) -> GPT2Model:
     except Exception as e: warnings.warn(f"the weights could not be packed for the CPU ({_one_line(e)}); using the plain kernels")
     return model
 
-def _as_config(config) -> InferenceConfig:
-    "None -> the defaults; a dict -> InferenceConfig(**dict); an InferenceConfig as it is."
-    if config is None: return InferenceConfig()
-    if isinstance(config, dict): return InferenceConfig(**config)
-    if not isinstance(config, InferenceConfig): raise TypeError(f"config must be an InferenceConfig (or a dict of its fields), got {type(config).__name__}")
-    return config
+def _check_threads(threads: int | None) -> int | None:
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ValueError(f"threads must be an integer >= 1 (or None: chosen for the model and batch), got {threads!r}")
+    return threads
+
+def _device_for_python(device) -> torch.device:
+    "resolve_device, its advice written as this argument (device=\"cpu\") rather than the CLI's flag."
+    try: return resolve_device(device)
+    except ValueError as e: raise ValueError(re.sub(r"--device (\w+)", r'device="\1"', str(e))) from None
 
 class TextGenerator:
     "Load a GPT-2 once; generate streamed text, whole text, batches, or run an interactive session."
-    def __init__(self, model_path: str | Path | None = None, device: str | torch.device = "auto", dtype=None, pack: bool = True):
-        "`pack`: on the CPU, pack the loaded model's weights once for faster products (`fast.pack_for_cpu`)."
-        self.model, self.tokenizer = load_model(model_path, device, dtype)
+    def __init__(self, model_path: str | Path | None = None, device: str | torch.device = "auto", dtype=None,
+                 pack: bool = True, threads: int | None = None):
+        "`pack`: pack a CPU model's weights for faster products; `threads`: CPU threads (None: `choose_threads`)."
+        self.threads = _check_threads(threads)
+        self.model_file = resolve_model_path(model_path)                 # a training --out_dir: its best_model.pth
+        self.model, self.tokenizer = load_model(self.model_file, _device_for_python(device), dtype)
         if pack: _pack_if_cpu(self.model)
         self.model_path, self.device, self.last_stats = model_path, self.model.device, None
 
     @classmethod
-    def from_model(cls, model: GPT2Model, tokenizer=None) -> TextGenerator:
+    def from_model(cls, model: GPT2Model, tokenizer=None, threads: int | None = None) -> TextGenerator:
         "Wrap a model already in memory (GPT-2's tokenizer unless one is given)."
         self = cls.__new__(cls)
         self.model, self.tokenizer = model.eval(), tokenizer if tokenizer is not None else load_tokenizer()
-        self.model_path, self.device, self.last_stats = None, model.device, None
+        self.model_path = self.model_file = None
+        self.device, self.last_stats, self.threads = model.device, None, _check_threads(threads)
         return self
+
+    def _threads(self, batch: int) -> int | None:
+        "The CPU threads for a generation at `batch` (None on a GPU: nothing to set)."
+        if self.device.type != "cpu": return None
+        return self.threads if self.threads is not None else choose_threads(self.model, batch)
 
     @property
     def context_window(self) -> int: return self.model.config.n_positions
 
     def encode_prompt(self, prompt: str) -> list[int]:
-        "Token ids of a usable prompt; PromptError if it is empty, not text, or too long for the context window."
+        "Token ids of a usable prompt; PromptError if it is empty, not text, too long (bytes, tokens) or no tokens."
         if not isinstance(prompt, str): raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
         if not prompt: raise PromptError("the prompt is empty: give some text")
-        if re.search("[\ud800-\udfff]", prompt): raise PromptError("the prompt is not valid UTF-8 text: pass UTF-8 (or use --prompt_file)")
-        ids, n = self.tokenizer.encode(prompt), self.context_window
+        ids, n = self.tokenizer.encode(check_prompt_text(prompt, self.context_window)), self.context_window
+        if not ids: raise PromptError(f"the tokenizer turned the prompt ({len(prompt)} characters) into no tokens: "
+                                      f"give text that its vocabulary covers")
         if len(ids) >= n: raise PromptError(f"the prompt is {len(ids)} tokens but the model's context window is {n}: "
                                             f"shorten it to at most {n - 1} tokens")
         return ids
@@ -193,18 +274,18 @@ class TextGenerator:
 
     def stream(self, prompt: str, config: InferenceConfig | None = None) -> Iterator[str]:
         "Yield the continuation piece by piece; then `last_stats` has tokens, seconds, tokens/s and the stop reason."
-        config = _as_config(config).validate()
+        config = as_config(config).validate()
         config, clipped = self._fit(config, len(self.encode_prompt(prompt)))
         ts, t0, reason = TextStream(self.model, self.tokenizer, prompt, config), time.perf_counter(), "interrupted"
         try:
-            yield from ts
+            with num_threads(self._threads(1)): yield from ts
             reason = "context window" if ts.stop_reason == "max_new_tokens" and clipped else ts.stop_reason
         finally:
             self.last_stats = GenerationStats(len(ts.token_ids), time.perf_counter() - t0, str(self.device), reason)
 
     def generate_text(self, prompt: str, config: InferenceConfig | None = None, *, echo: bool = True, out=None) -> str:
         "The continuation of `prompt`; when `config.stream`, also printed to `out` (stdout) as it is generated."
-        config = _as_config(config)
+        config = as_config(config)
         if not config.stream: return "".join(self.stream(prompt, config))
         config.validate(); self.encode_prompt(prompt)                      # fail before printing anything
         out, pieces = out if out is not None else sys.stdout, []
@@ -219,7 +300,7 @@ class TextGenerator:
 
     def generate_batch(self, prompts: Sequence[str], config: InferenceConfig | None = None) -> list[str]:
         "Continuations of several prompts, generated together (left padding + attention mask, one forward pass a step)."
-        config = _as_config(config).validate()
+        config = as_config(config).validate()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts: return []
         ids = []
@@ -232,13 +313,15 @@ class TextGenerator:
         B, t0, info = len(prompts), time.perf_counter(), {}
         decoders, texts = [StreamDecoder(self.tokenizer) for _ in range(B)], [""] * B
         reasons: list[str | None] = [None] * B
-        for step in generate(self.model, input_ids, config=config, attention_mask=mask, info=info):
-            for i, t in enumerate(step.tolist()):
-                if reasons[i] is not None: continue
-                if t == eos: texts[i] += decoders[i].flush(); reasons[i] = "eos"; continue
-                texts[i] += decoders[i].put(t)
-                if config.stop and (cut := _first_stop(texts[i], config.stop)) >= 0: texts[i], reasons[i] = texts[i][:cut], "stop string"
-            if all(r is not None for r in reasons): break
+        with num_threads(self._threads(B)):
+            for step in generate(self.model, input_ids, config=config, attention_mask=mask, info=info):
+                for i, t in enumerate(step.tolist()):
+                    if reasons[i] is not None: continue
+                    if t == eos: texts[i] += decoders[i].flush(); reasons[i] = "eos"; continue
+                    texts[i] += decoders[i].put(t)
+                    if config.stop and (cut := _first_stop(texts[i], config.stop)) >= 0:
+                        texts[i], reasons[i] = texts[i][:cut], "stop string"
+                if all(r is not None for r in reasons): break
         end = "context window" if clipped else info.get("stop_reason", "max_new_tokens")
         for i in range(B):
             if reasons[i] is None: texts[i] += decoders[i].flush(); reasons[i] = end
@@ -247,8 +330,8 @@ class TextGenerator:
         return texts
 
     def interactive_mode(self, config: InferenceConfig | None = None, *, chat: bool = False, input_fn=None, out=None, err=None):
-        "A prompt loop with streamed answers: 'quit'/'exit'/Ctrl+D end it; Ctrl+C stops a generation (at the prompt: ends)."
-        config = _as_config(config).validate()
+        "A prompt loop with streamed answers: 'quit'/'exit'/Ctrl+D end it; Ctrl+C stops a generation (idle: raised)."
+        config = as_config(config).validate()
         if chat: config = config.replace(stop=tuple(config.stop) + ("\nUser:",))
         out, err = out if out is not None else sys.stdout, err if err is not None else sys.stderr
         input_fn = input_fn or input
@@ -258,20 +341,19 @@ class TextGenerator:
         history: list[tuple[str, str]] = []
         while True:
             try: line = input_fn(">>> ")
-            except (EOFError, KeyboardInterrupt): out.write("\n"); out.flush(); return
+            except EOFError: out.write("\n"); out.flush(); return
             if line.strip().lower() in ("quit", "exit"): return
             if not line.strip(): continue
             try:
-                message = unescape_prompt(line)
+                message = check_prompt_text(unescape_prompt(line), self.context_window)   # before any tokenizing
                 prompt = chat_prompt(history, message, self.tokenizer, self.context_window, config.max_new_tokens) if chat else message
                 pieces = []
                 try:
                     for piece in self.stream(prompt, config):
                         pieces.append(piece)
                         if config.stream: out.write(piece); out.flush()
-                    if not config.stream: out.write("".join(pieces))
-                except KeyboardInterrupt: pass
-                out.write("\n"); out.flush()
+                except KeyboardInterrupt: pass                             # --no_stream: the text so far still comes
+                out.write(("" if config.stream else "".join(pieces)) + "\n"); out.flush()
                 if self.last_stats is not None: err.write(f"[{self.last_stats}]\n"); err.flush()
                 if chat: history.append((message, "".join(pieces).strip()))
             except PromptError as e: err.write(f"error: {e}\n"); err.flush()
@@ -312,6 +394,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model_path", help="a .pth checkpoint, an HF folder, a .safetensors/.bin file or a hub id (default: the bundled small model)")
     g.add_argument("--device", type=_device_arg, default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
+    g.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: chosen for the model's size and the "
+                   "batch: 1 for small models, where a second thread only slows a step down)")
     g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16"], help="weights' dtype (default: float32)")
     g = p.add_argument_group("prompt")
     src = g.add_mutually_exclusive_group()
@@ -341,6 +425,19 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--no_echo", action="store_true", help="print only the continuation, not the prompt")
     return p
 
+FLOAT_FLAGS = ("--temperature", "--top_p", "--repetition_penalty", "--min_p", "--typical_p", "--presence_penalty",
+               "--frequency_penalty")
+
+def join_negative_values(argv: Sequence[str]) -> list[str]:
+    "`--temperature -inf` -> `--temperature=-inf`: argparse takes a value like -inf or -nan for a flag of its own."
+    out, i = [], 0
+    while i < len(argv):
+        a = argv[i]
+        if a in FLOAT_FLAGS and i + 1 < len(argv) and re.fullmatch(r"-(inf|infinity|nan)", argv[i + 1], re.IGNORECASE):
+            out.append(f"{a}={argv[i + 1]}"); i += 2                    # its range check then says what is allowed
+        else: out.append(a); i += 1
+    return out
+
 CONFIG_FLAGS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "min_p", "typical_p", "presence_penalty",
                 "frequency_penalty", "no_repeat_ngram_size", "do_sample", "seed", "stream")
 
@@ -366,6 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     prog, err = _prog(), sys.stderr
     def fail(msg, code): err.write(f"{prog}: error: {' '.join(str(msg).split())}\n"); err.flush(); return code
+    argv = join_negative_values(list(argv) if argv is not None else sys.argv[1:])
     try: args = build_parser(prog).parse_args(argv)
     except SystemExit as e: return e.code if isinstance(e.code, int) else EXIT_USAGE
     try: config = config_from_args(args)
@@ -380,14 +478,19 @@ def _main(argv: Sequence[str] | None) -> int:
                     "or --prompt_file PATH", EXIT_USAGE)
     if interactive and hasattr(sys.stdin, "reconfigure"): sys.stdin.reconfigure(errors="surrogateescape")  # a line that is
                                                                           # not UTF-8 gets one message, not the session's end
+    if args.threads is not None and args.threads < 1:
+        return fail(f"--threads must be an integer >= 1, got {args.threads} (or leave it out: chosen for the model)",
+                    EXIT_USAGE)
     if args.model_path == "": return fail("--model_path is empty: give a path or a hub id, or leave the flag out for the bundled model", EXIT_USAGE)
     try:
         prompt = None if interactive and args.prompt is None and args.prompt_file is None else read_prompt(args.prompt, args.prompt_file)
         if prompt == "": raise PromptError("the prompt is empty: give some text (--prompt TEXT, --prompt_file PATH or --prompt - for stdin)")
         if hasattr(sys.stdout, "reconfigure") and (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
             sys.stdout.reconfigure(errors="replace")
-        gen = TextGenerator(args.model_path, device=args.device, dtype=args.dtype)
+        device = resolve_device(args.device)                             # its message names --device
+        gen = TextGenerator(args.model_path, device=device, dtype=args.dtype, threads=args.threads)
         if args.model_path is None: err.write(f"note: {BUNDLED_MODEL_NOTE}\n"); err.flush()
+        elif str(gen.model_file) != args.model_path: err.write(f"note: using {gen.model_file}\n"); err.flush()
         if prompt is not None:
             gen.encode_prompt(prompt)                                     # empty / too long: before any output
             echo, pieces = "" if args.no_echo else prompt, []             # --no_stream: the text so far, printed even if interrupted

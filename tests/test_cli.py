@@ -125,4 +125,30 @@ def test_interactive_exits_cleanly_at_the_prompt(models, how):
     # the last moments of the interpreter's shutdown, after Python restored the default handler, kills it (-2).
     key = (lambda: os.kill(t.proc.pid, signal.SIGINT)) if how == "ctrl-c" else (lambda: t.send(b"\x04"))
     key()
-    assert t.wait(nudge=lambda: t.buf.endswith(b">>> ") and key()) == 0 and b"Traceback" not in t.buf
+    code = t.wait(nudge=lambda: t.buf.endswith(b">>> ") and key())
+    assert b"Traceback" not in t.buf, t.buf
+    if how == "ctrl-d": assert code == 0
+    else: assert code == 130 and b"python -m gpt2_learn.inference: interrupted" in t.buf, (code, t.buf)   # said, not silent
+
+
+def test_model_folder_code_never_runs_even_when_yes_is_piped(models, tmp_path):
+    """A folder whose config.json and tokenizer_config.json map to Python beside them, 'yes' on stdin: nothing asked,
+    nothing run (the folder, and its .pth, whose tokenizer is looked for beside it)."""
+    import json
+    from gpt2_learn.tokenizer import load_tokenizer
+    d, marker = tmp_path / "evil", tmp_path / "ran"
+    GPT2Model.from_checkpoint(models / "micro.pth").save_pretrained(d)
+    (d / "m.pth").write_bytes((models / "micro.pth").read_bytes())
+    load_tokenizer().save_pretrained(d)
+    auto_map = {"AutoConfig": "evil_cfg.EvilConfig", "AutoTokenizer": ["evil_cfg.EvilTok", None]}
+    (d / "config.json").write_text(json.dumps({**json.loads((d / "config.json").read_text()), "model_type": "evil", "auto_map": auto_map}))
+    (d / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "EvilTok", "auto_map": auto_map}))
+    (d / "evil_cfg.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    script = ("import sys; from gpt2_learn.inference import main\n"
+              "codes = [main(['--model_path', p, '--prompt', 'Hi', '--max_new_tokens', '2', '--device', 'cpu'])"
+              f" for p in ({str(d)!r}, {str(d / 'm.pth')!r})]\n"
+              "print('codes', codes)")
+    r = subprocess.run([sys.executable, "-c", script], input=b"yes\nyes\nyes\n", capture_output=True, env=ENV, cwd=ROOT, timeout=120)
+    out, err = r.stdout.decode(), r.stderr.decode()
+    assert "codes [0, 0]" in out or "codes [1, 0]" in out, (out, err)       # the folder's model_type may be refused
+    assert not marker.exists() and "custom code" not in out + err and "Traceback" not in err, (out, err)

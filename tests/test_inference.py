@@ -523,3 +523,114 @@ def test_ctrl_c_while_importing_is_one_line(tmp_path):
         rc, err = interrupt_while_importing_torch([sys.executable, "-m", "gpt2_learn.inference", "--prompt", "Hi"],
                                                   {**os.environ, "HF_HUB_OFFLINE": "1"})
         assert rc in (130, -signal.SIGINT) and "python -m gpt2_learn.inference: interrupted" in err and "Traceback" not in err, (rc, err)
+
+
+# ---------------------------------------------------------------- issues 24 and 18: bounded prompts, chat, rough edges
+
+def _lines(*lines):
+    it = iter(lines)
+    return lambda prompt: next(it)
+
+
+def test_prompt_over_the_byte_cap_is_refused_before_tokenizing(capsys, micro_ckpt, micro_gen, monkeypatch):
+    "A prompt far longer than the context window could hold: refused by its size, never tokenized (CLI: exit 2)."
+    from gpt2_learn.inference import prompt_byte_cap
+    cap = prompt_byte_cap(micro_gen.context_window)
+    assert cap == 128 * 128                                   # 128 tokens x 128 bytes, GPT-2's longest token
+    seen = []
+    real_encode = micro_gen.tokenizer.encode
+    monkeypatch.setattr(micro_gen.tokenizer, "encode", lambda text, *a, **k: seen.append(len(text)) or real_encode(text, *a, **k))
+    with pytest.raises(PromptError, match=f"at most {cap:,} bytes"): micro_gen.encode_prompt("x" * (cap + 1))
+    with pytest.raises(PromptError, match="context window"): micro_gen.encode_prompt("x " * (cap // 2))   # fits the cap
+    o, e = io.StringIO(), io.StringIO()
+    for chat in (False, True):
+        micro_gen.interactive_mode(InferenceConfig(max_new_tokens=2), chat=chat, out=o, err=e,
+                                   input_fn=_lines("é" * (cap // 2 + 1), "Hello", "quit"))
+    assert e.getvalue().count("at most 16,384 bytes") == 2 and e.getvalue().count("tokens/s") == 2, e.getvalue()
+    assert all(n <= cap for n in seen), seen[-3:]
+    code, out, err = run_cli(capsys, "--model_path", micro_ckpt, "--prompt", "a" * (cap + 1))
+    assert code == 2 and out == ""
+    assert_one_line_error(err, "the prompt is 16,385 bytes")
+
+
+def test_chat_goes_on_after_a_bad_line(micro_gen):
+    "--chat: a line that is not UTF-8 (surrogate-escaped) or an escaped lone surrogate is one message; the chat goes on."
+    o, e = io.StringIO(), io.StringIO()
+    micro_gen.interactive_mode(InferenceConfig(max_new_tokens=3, do_sample=False), chat=True, out=o, err=e,
+                               input_fn=_lines("caf\udce9", r"\ud800", "Hello", "quit"))
+    assert e.getvalue().count("error:") == 2 and e.getvalue().count("not valid UTF-8") == 2, e.getvalue()
+    assert e.getvalue().count("tokens/s") == 1
+
+
+def test_rough_edges_of_the_cli(capsys, micro_ckpt, tmp_path):
+    "A model name that is nothing here: exit 2; -inf for a float flag: its range message; a checkpoints folder: its best model."
+    for name in ("nosuchname", "-"):
+        code, out, err = run_cli(capsys, "--model_path", name, "--prompt", "Hello")
+        assert code == 2 and out == "", (name, err)
+        assert_one_line_error(err, f"model not found: {name}")
+    for flag in ("--temperature", "--top_p", "--repetition_penalty"):
+        code, out, err = run_cli(capsys, "--prompt", "Hello", flag, "-inf")
+        assert code == 2 and out == ""
+        assert_one_line_error(err, f"{flag} must be")
+    code, out, err = run_cli(capsys, "--prompt", "Hello", "--temperature=-inf")
+    assert code == 2 and "--temperature must be" in err
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    (ckpts / "best_model.pth").write_bytes(micro_ckpt.read_bytes())
+    code, out, err = run_cli(capsys, "--model_path", ckpts, "--prompt", "Hello", "--max_new_tokens", "2", "--device", "cpu")
+    assert code == 0 and out.startswith("Hello"), err
+    assert f"note: using {ckpts / 'best_model.pth'}" in err
+    (ckpts / "best_model.pth").rename(ckpts / "last.pth")
+    code, out, err = run_cli(capsys, "--model_path", ckpts, "--prompt", "Hello")
+    assert code == 1
+    assert_one_line_error(err, "no best_model.pth", "last.pth")
+
+
+def test_zero_token_prompt_and_device_named_as_an_argument(micro_gen):
+    "A prompt the tokenizer turns into nothing says so; TextGenerator(device='cuda') without CUDA names the argument."
+    class NoTokens:
+        def __getattr__(self, name): return getattr(micro_gen.tokenizer, name)
+        def encode(self, text, *a, **k): return []
+    gen = TextGenerator.from_model(micro_gen.model, NoTokens())
+    with pytest.raises(PromptError, match="no tokens"): gen.encode_prompt("\u200b")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match='device="cpu"') as e: TextGenerator(device="cuda")
+        assert "--device" not in str(e.value)
+
+
+def test_interactive_no_stream_ctrl_c_prints_the_text_so_far(micro_gen, monkeypatch):
+    "Interactive --no_stream, Ctrl+C during a generation: the text made so far is printed, then the summary."
+    def interrupted_stream(self, prompt, config):
+        yield " one"; yield " two"; raise KeyboardInterrupt
+    monkeypatch.setattr(type(micro_gen), "stream", interrupted_stream)
+    o, e = io.StringIO(), io.StringIO()
+    micro_gen.interactive_mode(InferenceConfig(stream=False), out=o, err=e, input_fn=_lines("Zero", "quit"))
+    assert o.getvalue() == " one two\n"
+
+
+def test_threads_chosen_for_the_work_and_restored(micro_ckpt, micro_gen, monkeypatch, capsys):
+    "TextGenerator runs a tiny model on one thread and a big batch on more; the caller's setting is back afterwards."
+    import gpt2_learn.inference as inference
+    from gpt2_learn.inference import choose_threads
+    assert choose_threads(micro_gen.model, batch=1, available=2) == 1
+    assert choose_threads(micro_gen.model, batch=1, available=1) == 1
+    from types import SimpleNamespace
+    big = SimpleNamespace(config=GPT2Config.from_name("gpt2-mini"))                  # only its shape is read
+    assert choose_threads(big, batch=64, available=2) == 2
+    seen = []
+    real = inference.TextStream.__iter__
+    def spy(self):
+        seen.append(torch.get_num_threads()); yield from real(self)
+    monkeypatch.setattr(inference.TextStream, "__iter__", spy)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        micro_gen.generate_text("Hi", InferenceConfig(max_new_tokens=2, stream=False))
+        assert seen[-1] == 1 and torch.get_num_threads() == 2
+        gen = TextGenerator.from_model(micro_gen.model, micro_gen.tokenizer, threads=2)
+        gen.generate_text("Hi", InferenceConfig(max_new_tokens=2, stream=False))
+        assert seen[-1] == 2
+    finally: torch.set_num_threads(before)
+    code, out, err = run_cli(capsys, "--prompt", "Hi", "--threads", "0")
+    assert code == 2
+    assert_one_line_error(err, "--threads must be an integer >= 1")
