@@ -1,7 +1,8 @@
 """GPU checks and benchmark for gpt2_learn (run by bench/gpu_check.sh on an H100/H200).
 
 Tests: our model on CUDA vs transformers (logits, greedy generate token for token, fp32); a padded batch on the fast
-path; fp16 logits vs fp32; the sampling pipeline on GPU vs CPU (same scores, same sampled distribution); then every
+path; a GPT-2 variant (relu, scaled attention) on the default path vs transformers; a sampled top-p batch of 3 and the
+CLI, each in a fresh process, with no compiler error text on stderr; fp16 logits vs fp32; the sampling pipeline on GPU vs CPU (same scores, same sampled distribution); then every
 fast-path mode (static cache + CUDA graph, uncompiled and each of fast.COMPILE_MODES) vs the eager loop: the same
 greedy tokens in fp32, the share of equal ones in fp16, fastest mode first. Benchmark: ours vs transformers `generate`
 in one process, gpt2 and gpt2-xl shapes (random weights, fp16), batch 1 and 16, greedy and the guide's sampling,
@@ -231,12 +232,58 @@ def t_sampling_gpu_vs_cpu():
     return f"scores equal on GPU and CPU; {n} GPU draws vs CPU probabilities: total variation {tv:.4f} (CPU multinomial: {tv_cpu:.4f})"
 
 
+def t_variant_default_path():
+    "A GPT-2 variant (relu, attention also scaled by 1/(layer+1), float32 attention) on the default path vs transformers."
+    torch.manual_seed(4)
+    with torch.device(dev):
+        hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=3, n_head=4, n_embd=256, activation_function="relu",
+                                                                  scale_attn_by_inverse_layer_idx=True,
+                                                                  reorder_and_upcast_attn=True)).eval()
+    with torch.no_grad():
+        for prm in hf.parameters():
+            if prm.dim() == 2: prm.normal_(0.0, 0.12)
+    ours = ours_from(hf)
+    ids = torch.randint(0, 50257, (2, 8), generator=torch.Generator().manual_seed(6)).to(dev)
+    with torch.no_grad(): want = hf.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0)[:, 8:]
+    got = torch.stack(list(generate(ours, ids, config=GREEDY.replace(max_new_tokens=24))), 1)
+    assert torch.equal(got, want), (got.tolist(), want.tolist())
+    return "24 greedy tokens x 2 rows equal transformers' (static cache + CUDA graph, eager kernels)"
+
+
+QUIET_BAD = ("Error in codegen", "torch._inductor", "torch._dynamo", "InductorError", "BackendCompilerFailed", "SplitScan",
+             "Traceback", "compile=", "CUDA graph capture failed")
+
+
+def t_quiet_default_path():
+    "Issue 18.3: a sampled top-p batch of 3 on the default path, and the CLI, each in a fresh process: no compiler text on stderr."
+    import subprocess, tempfile
+    folder = tempfile.mkdtemp(prefix="gpt2_learn_quiet_")
+    hf_model(TEST_MODEL, torch.float32, seed=3, n_layer=2).save_pretrained(folder)
+    code = ("import torch\nfrom gpt2_learn.model import GPT2Model\nfrom gpt2_learn.config import InferenceConfig\n"
+            f"m = GPT2Model.from_pretrained({folder!r}, device={dev.type!r}, dtype='float16')\n"
+            f"ids = torch.randint(0, 50257, (3, 16), generator=torch.Generator().manual_seed(0)).to({dev.type!r})\n"
+            "cfg = InferenceConfig(max_new_tokens=24, top_p=0.9, seed=0, eos_token_id=None)\n"
+            "print(len(list(m.generate(ids, config=cfg))))\n")
+    runs = {"python, batch 3, top-p 0.9": [sys.executable, "-c", code],
+            "CLI, top-p 0.9": [sys.executable, "-m", "gpt2_learn.inference", "--model_path", folder, "--prompt", "Hello there",
+                               "--top_p", "0.9", "--max_new_tokens", "24", "--seed", "0", "--device", dev.type, "--no_stream"]}
+    notes = []
+    for name, argv in runs.items():
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+        hits = [line for line in p.stderr.splitlines() if any(b in line for b in QUIET_BAD)]
+        assert p.returncode == 0 and not hits, f"{name}: exit {p.returncode}, stderr: {p.stderr[-2000:]!r}"
+        notes.append(f"{name}: exit 0, stderr {p.stderr.strip()[:160]!r}")
+    return "; ".join(notes)
+
+
 # quick tests first; the per-mode ones (each compiles every mode again) after the first benchmark rows
 for name, fn in [] if not RUN_TESTS else [("logits vs transformers on CUDA", t_logits), ("greedy generate vs transformers on CUDA", t_hf_greedy),
                  ("padded batch on the fast path", t_padded_batch_fast), ("NaN mid-run on the fast path", t_nan_mid_run),
                  ("one decoder reused run after run", t_decoder_reuse),
                  ("fp16 logits vs fp32", t_fp16_close),
-                 ("sampling pipeline GPU vs CPU", t_sampling_gpu_vs_cpu)]:
+                 ("sampling pipeline GPU vs CPU", t_sampling_gpu_vs_cpu),
+                 ("a GPT-2 variant on the default path vs transformers", t_variant_default_path),
+                 ("no compiler text on stderr: sampled top-p batch and CLI", t_quiet_default_path)]:
     check(name, fn)
 
 

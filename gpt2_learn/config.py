@@ -12,13 +12,15 @@ def _is_int(x) -> bool: return isinstance(x, numbers.Integral) and not isinstanc
 def _is_real(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x, bool) and x == x  # not NaN
 
 # %% auto #0
-__all__ = ['GPT2_ACTIVATIONS', 'LEARNED_ACTIVATIONS', 'MAX_SIZES', 'MAX_PARAMS', 'GPT2_SIZES', 'HF_ALIASES', 'UNSUPPORTED',
-           'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'cli_name', 'cli_interrupts']
+__all__ = ['GPT2_ACTIVATIONS', 'TANH_GELUS', 'LEARNED_ACTIVATIONS', 'MAX_SIZES', 'MAX_PARAMS', 'GPT2_SIZES', 'HF_ALIASES',
+           'UNSUPPORTED', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'cli_name',
+           'cli_interrupts']
 
 # %% ../nbs/00_config.ipynb #2ae58a49
 GPT2_ACTIVATIONS = ("gelu", "gelu_10", "gelu_accurate", "gelu_fast", "gelu_new", "gelu_python", "gelu_python_tanh",
                     "gelu_pytorch_tanh", "hardswish", "laplace", "leaky_relu", "linear", "mish", "quick_gelu", "relu",
                     "relu2", "relu6", "sigmoid", "silu", "sqrtsoftplus", "swish", "tanh")   # transformers' names
+TANH_GELUS = ("gelu_new", "gelu_pytorch_tanh", "gelu_python_tanh", "gelu_fast", "gelu_accurate")   # one function
 LEARNED_ACTIVATIONS = ("prelu", "xielu")  # transformers' too, with weights of their own that no GPT-2 file holds
 MAX_SIZES = {"vocab_size": 1 << 22, "n_positions": 1 << 20, "n_embd": 1 << 16, "n_layer": 1 << 10, "n_head": 1 << 16,
              "n_inner": 1 << 18}   # far beyond any GPT-2 (gpt2-xl: 50,257 / 1,024 / 1,600 / 48 / 25 / 6,400)
@@ -77,6 +79,12 @@ class GPT2Config:
     def inner_dim(self) -> int:
         "The MLP's width: `n_inner`, or 4 * n_embd."
         return self.n_inner if self.n_inner is not None else 4 * self.n_embd
+
+    @property
+    def openai_recipe(self) -> bool:
+        "True when the math is OpenAI's (tanh GELU, q.k over sqrt(head_dim), no upcast), which fast kernels may hard-code."
+        plain_attention = self.scale_attn_weights and not self.scale_attn_by_inverse_layer_idx
+        return self.activation_function in TANH_GELUS and plain_attention and not self.reorder_and_upcast_attn
 
     def attention_scale(self, layer_idx: int) -> float | None:
         "What block `layer_idx` multiplies q.k by; None for GPT-2's 1/sqrt(head_dim) (SDPA's default)."

@@ -4,20 +4,21 @@
 
 # %% ../nbs/10_performance.ipynb #d9dafb6b
 from __future__ import annotations
-import contextlib, copy, ctypes, functools, math, warnings
+import contextlib, copy, ctypes, functools, logging, math, warnings
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .config import GPT2Config, InferenceConfig, count_params
+from .model import gelu_tanh
 from .kv_cache import KVCache
 from .generation import check_logits, NonFiniteLogitsError
 from .sampling import process_logits
 
 # %% auto #0
 __all__ = ['COMPILE_MODES', 'DEFAULT_GPU_COMPILE', 'decode_floor_ms', 'sample_exponential', 'fast_path_supports', 'matvec_linear',
-           'math_attention', 'block_decode_step', 'resolve_compile', 'StaticDecoder', 'prefill', 'graph_capture',
-           'capture', 'get_decoder', 'fast_generate', 'cpu_packing_available', 'packable_dtypes', 'PackedLinear',
-           'unpack_for_cpu', 'pack_for_cpu']
+           'math_attention', 'block_decode_step', 'scores_compilable', 'compiler_logs_kept', 'resolve_compile',
+           'StaticDecoder', 'prefill', 'graph_capture', 'capture', 'get_decoder', 'fast_generate',
+           'cpu_packing_available', 'packable_dtypes', 'PackedLinear', 'unpack_for_cpu', 'pack_for_cpu']
 
 # %% ../nbs/10_performance.ipynb #def61c83
 def decode_floor_ms(cfg: GPT2Config, bandwidth_gb_s: float, batch_size: int = 1, seq_len: int = 128,
@@ -43,30 +44,53 @@ def matvec_linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = Non
     y = torch.matmul(x, w.t())
     return y if b is None else y + b
 
-def math_attention(q, k, v, mask):
+def math_attention(q, k, v, mask, scale: float | None = None):
     "Attention of one query over the whole cache as two matmuls and a softmax (float32), for inductor to fuse."
-    att = torch.matmul(q, k.transpose(-2, -1)) * (1.0 / math.sqrt(q.size(-1))) + mask
+    scale = 1.0 / math.sqrt(q.size(-1)) if scale is None else scale
+    att = torch.matmul(q, k.transpose(-2, -1)) * scale + mask
     return torch.matmul(att.float().softmax(dim=-1).to(v.dtype), v)
 
 def block_decode_step(x, k_cache, v_cache, write_idx, mask, n_head: int, eps: float, ln1_w, ln1_b, attn_w, attn_b,
                       attn_proj_w, attn_proj_b, ln2_w, ln2_b, fc_w, fc_b, proj_w, proj_b, *,
-                      matvec: bool = False, attention: str = "sdpa"):
-    "One block for one new token per row, as plain functions of its weights (so one compiled kernel set serves every layer)."
+                      matvec: bool = False, attention: str = "sdpa", scale: float | None = None, act=gelu_tanh,
+                      upcast: bool = False):
+    """One block for one new token per row, as plain functions of its weights (so one compiled kernel set serves every layer).
+    `scale`, `act`, `upcast`: a GPT-2 variant's attention scale, MLP function and float32 attention (the model notebook)."""
     B, _, C = x.shape
     linear = matvec_linear if matvec else F.linear
     q, k, v = linear(F.layer_norm(x, (C,), ln1_w, ln1_b, eps), attn_w, attn_b).split(C, dim=2)
     q, k, v = (t.view(B, 1, n_head, C // n_head).transpose(1, 2) for t in (q, k, v))    # (B, nh, 1, hs)
     k_cache.index_copy_(2, write_idx, k); v_cache.index_copy_(2, write_idx, v)           # the static cache
-    if attention == "math": y = math_attention(q, k_cache, v_cache, mask)
-    else: y = F.scaled_dot_product_attention(q, k_cache, v_cache, attn_mask=mask)      # over the whole cache, masked
-    x = x + linear(y.transpose(1, 2).reshape(B, 1, C), attn_proj_w, attn_proj_b)
-    h = F.gelu(linear(F.layer_norm(x, (C,), ln2_w, ln2_b, eps), fc_w, fc_b), approximate="tanh")
+    keys, values = k_cache, v_cache
+    if upcast: q, keys, values, mask = q.float(), keys.float(), values.float(), mask.float()
+    if attention == "math": y = math_attention(q, keys, values, mask, scale)
+    else: y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=scale)   # the whole cache, masked
+    x = x + linear(y.to(x.dtype).transpose(1, 2).reshape(B, 1, C), attn_proj_w, attn_proj_b)
+    h = act(linear(F.layer_norm(x, (C,), ln2_w, ln2_b, eps), fc_w, fc_b))
     return x + linear(h, proj_w, proj_b)
 
 def _block_weights(blk) -> tuple:
     a, m = blk.attn, blk.mlp
     return (blk.ln_1.weight, blk.ln_1.bias, a.c_attn.weight, a.c_attn.bias, a.c_proj.weight, a.c_proj.bias,
             blk.ln_2.weight, blk.ln_2.bias, m.c_fc.weight, m.c_fc.bias, m.c_proj.weight, m.c_proj.bias)
+
+def scores_compilable(config: InferenceConfig) -> bool:
+    "False when the pipeline sums a sorted row (top-p, typical-p): inductor's split scan of 50,257 values fails on some GPUs."
+    return config.greedy or (config.top_p >= 1 and config.typical_p >= 1)
+
+class _DropAll(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return False
+
+@contextlib.contextmanager
+def compiler_logs_kept():
+    "torch.compile's log lines (inductor logs a failing kernel before raising) kept from stderr: the caller falls back."
+    handlers = {h for name in ("torch", "torch._inductor", "torch._dynamo") for h in logging.getLogger(name).handlers}
+    drop = _DropAll()
+    for h in handlers: h.addFilter(drop)
+    try: yield
+    finally:
+        for h in handlers: h.removeFilter(drop)
 
 _GEMV = {"coordinate_descent_tuning": True}      # inductor: tune each kernel; batch-1 matmuls become fused reductions
 COMPILE_MODES = {          # name: (what torch.compile wraps, inductor options, block_decode_step keywords)
@@ -81,12 +105,13 @@ COMPILE_MODES = {          # name: (what torch.compile wraps, inductor options, 
 
 DEFAULT_GPU_COMPILE = "block"     # what "auto" means on a CUDA GPU: the fastest mode measured by bench/gpu_check.sh
 
-def resolve_compile(compile: bool | str, device: torch.device) -> bool | str:
-    "'auto': `DEFAULT_GPU_COMPILE` on a CUDA GPU where Triton is installed, else no compiling."
-    if compile is True: return "block"
-    if compile != "auto":
-        if compile not in COMPILE_MODES: raise ValueError(f"compile must be 'auto' or one of {list(COMPILE_MODES)}, not {compile!r}")
-        return compile
+def resolve_compile(compile: bool | str, device: torch.device, model_config: GPT2Config | None = None) -> bool | str:
+    "'auto': `DEFAULT_GPU_COMPILE` on a CUDA GPU where Triton is installed, else no compiling; a GPT-2 variant: none."
+    if compile is True: compile = "block"
+    if compile != "auto" and compile not in COMPILE_MODES:
+        raise ValueError(f"compile must be 'auto' or one of {list(COMPILE_MODES)}, not {compile!r}")
+    if model_config is not None and not model_config.openai_recipe: return False   # the compiled kernels hard-code GPT-2's
+    if compile != "auto": return compile
     if device.type != "cuda": return False
     try: import triton  # noqa: F401
     except ImportError: return False
@@ -96,7 +121,7 @@ class StaticDecoder:
     "A decode step with fixed shapes and addresses (graph-capturable), for one model, batch size, length and config."
     def __init__(self, model, batch_size: int, max_len: int, config: InferenceConfig, compile: bool | str = False):
         "`compile`: 'auto' or a key of `COMPILE_MODES` (False: eager kernels; True means 'block'); see `resolve_compile`."
-        compile = resolve_compile(compile, model.device)
+        compile = resolve_compile(compile, model.device, model.config)
         self.model, self.config, self.B, self.L, self.compile = model, config, batch_size, max_len, compile
         dev = model.device
         self.cache = KVCache(model.config, batch_size, max_len, dev, model.dtype)
@@ -111,6 +136,8 @@ class StaticDecoder:
         self.generator = torch.Generator(device=dev)
         self.eos = -1 if config.eos_token_id is None else config.eos_token_id
         self.weights = [_block_weights(b) for b in model.h]
+        plain = model.config.openai_recipe                                     # else a variant's options, layer by layer
+        self.layer_kw = [{} if plain else dict(scale=b.attn.scale, act=b.mlp.act, upcast=b.attn.upcast) for b in model.h]
         self.graph, self.run = None, None                                      # run: which fast_generate owns the decoder now
         self.poisoned = False                                                  # True after NaN/inf reached the cache
         self.stream = torch.cuda.Stream(dev) if dev.type == "cuda" else None   # where the steps run (see fast_generate)
@@ -123,7 +150,8 @@ class StaticDecoder:
         if unit == "triton":
             from gpt2_learn.kernels import TritonStep
             self._forward_token = TritonStep(model, self.cache, self.pad_mask, batch_size)
-        self._scores = jit(self._scores_eager) if unit and (unit != "triton" or dev.type == "cuda") else self._scores_eager
+        compile_scores = unit and (unit != "triton" or dev.type == "cuda") and scores_compilable(config)
+        self._scores = jit(self._scores_eager) if compile_scores else self._scores_eager
 
     def _forward_token(self, token, pos_ids, write_idx, valid):
         "Logits (B, V) for one token per row, writing its keys and values into the cache at `write_idx`."
@@ -131,7 +159,8 @@ class StaticDecoder:
         x = m.wte(token)[:, None] + m.wpe(pos_ids)[:, None]                     # (B, 1, C)
         mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device).masked_fill_(~valid, float("-inf"))[:, None, None, :]  # once, not per layer
         for i, w in enumerate(self.weights):
-            x = self._block(x, c.k[i], c.v[i], write_idx, mask, cfg.n_head, cfg.layer_norm_epsilon, *w, **self.block_kw)
+            x = self._block(x, c.k[i], c.v[i], write_idx, mask, cfg.n_head, cfg.layer_norm_epsilon, *w,
+                            **self.block_kw, **self.layer_kw[i])
         return self._head(x)
 
     def _head_eager(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,11 +174,13 @@ class StaticDecoder:
 
     def choose(self, logits: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         "The pipeline on float32 logits, then argmax or the exponential race (finished rows get EOS); and which rows' logits were finite."
-        try: scores, finite = self._scores(logits, self.seq, valid)
-        except Exception:                        # torch 2.11's inductor failed on the batched top-p cumsum: stay eager
-            if self._scores == self._scores_eager: raise
-            self._scores = self._scores_eager
-            scores, finite = self._scores(logits, self.seq, valid)
+        if self._scores == self._scores_eager: scores, finite = self._scores(logits, self.seq, valid)
+        else:
+            try:
+                with compiler_logs_kept(): scores, finite = self._scores(logits, self.seq, valid)
+            except Exception:                    # a compiler that fails on this pipeline: the same function, eager
+                self._scores = self._scores_eager
+                scores, finite = self._scores(logits, self.seq, valid)
         if self.config.greedy: nxt = scores.argmax(dim=-1)
         else: nxt = sample_exponential(scores.softmax(dim=-1), self.generator)
         return torch.where(self.unfinished, nxt, self.eos), finite              # finished rows keep emitting EOS
@@ -235,7 +266,7 @@ def _why(e: Exception) -> str: return f"{type(e).__name__}: {str(e).splitlines()
 def get_decoder(model, batch_size: int, needed_len: int, config: InferenceConfig, compile: bool | str = "auto") -> StaticDecoder:
     "A captured StaticDecoder for these shapes and settings, cached on the model."
     L = _cache_len(needed_len, model.config.n_positions)
-    compile = resolve_compile(compile, model.device)
+    compile = resolve_compile(compile, model.device, model.config)
     knobs = (config.greedy, config.temperature, config.top_k, config.top_p, config.min_p, config.typical_p,
              config.repetition_penalty, config.eos_token_id)
     key = (batch_size, L, knobs, compile, model.dtype, str(model.device))
@@ -251,8 +282,9 @@ def get_decoder(model, batch_size: int, needed_len: int, config: InferenceConfig
                     dec.graph, dec.generator = None, torch.Generator(device=model.device)   # not the one the failed capture held
         else:
             try:
-                dec = StaticDecoder(model, batch_size, L, config, compile=compile)
-                if model.device.type == "cuda": capture(dec)                # compiles (and tunes) during the warm-up
+                with compiler_logs_kept():                                   # a failure is said once, below
+                    dec = StaticDecoder(model, batch_size, L, config, compile=compile)
+                    if model.device.type == "cuda": capture(dec)            # compiles (and tunes) during the warm-up
             except Exception as e:
                 warnings.warn(f"compile={compile!r} failed ({_why(e)}); using uncompiled kernels")
                 dec = get_decoder(model, batch_size, needed_len, config, compile=False)

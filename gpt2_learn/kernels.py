@@ -226,19 +226,21 @@ def embed_kernel(tok_ptr, pos_ptr, wte_ptr, wpe_ptr, out_ptr, C, stride_te_v, st
         tl.store(out_ptr + row * stride_out + c, e.to(out_ptr.dtype.element_ty), mask=ok)
 
 def triton_supports(model) -> bool:
-    "The kernels need a power-of-two head size (GPT-2: 64)."
+    "The kernels need a power-of-two head size (GPT-2: 64) and GPT-2's own math (tanh GELU, q.k over sqrt(head_dim))."
     hs = model.config.n_embd // model.config.n_head
-    return hs >= 8 and hs & (hs - 1) == 0
+    return hs >= 8 and hs & (hs - 1) == 0 and model.config.openai_recipe
 
 class TritonStep:
     "The forward pass of one decode step in Triton kernels: 5 per block + embedding + head. Call: logits (B, V)."
     def __init__(self, model, cache, pad_mask: torch.Tensor, batch_size: int):
-        if not triton_supports(model): raise ValueError("the Triton kernels need a power-of-two head size")
+        if not triton_supports(model):
+            need = "a power-of-two head size" if model.config.openai_recipe else "GPT-2's tanh GELU and attention scale"
+            raise ValueError(f"the Triton kernels need {need}: this model has another, so decode with compile=False")
         self.model, self.cache, self.pad_mask = model, cache, pad_mask
         cfg, dev, dt = model.config, model.device, model.dtype
         C, B = cfg.n_embd, batch_size
         new = lambda n: torch.empty(B, n, dtype=dt, device=dev)
-        self.x, self.x2, self.qkv, self.y, self.h = new(C), new(C), new(3 * C), new(C), new(4 * C)
+        self.x, self.x2, self.qkv, self.y, self.h = new(C), new(C), new(3 * C), new(C), new(cfg.inner_dim)
         self.logits = new(cfg.vocab_size)
         self.n_head, self.eps = cfg.n_head, cfg.layer_norm_epsilon
 

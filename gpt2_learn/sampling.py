@@ -218,6 +218,7 @@ def multinomial_one(probs: torch.Tensor, generator: torch.Generator | None = Non
     "`torch.multinomial(probs, 1)[:, 0]` bit for bit (same tokens, same generator state after), faster on the CPU when few tokens are kept."
     def plain(): return torch.multinomial(probs, 1, generator=generator)[:, 0]
     if probs.device.type != "cpu" or probs.dim() != 2 or probs.dtype not in (torch.float32, torch.float64): return plain()
+    if not probs.is_contiguous(): return plain()          # torch draws in the order of memory: another layout, other tokens
     total = probs.sum(dim=-1)
     if not (bool(probs.min() >= 0) and bool(torch.isfinite(total).all()) and bool((total > 0).all())):
         return plain()                                                                  # raises torch.multinomial's own error

@@ -208,3 +208,98 @@ def test_graph_capture_gives_the_callers_stream_back_when_a_capture_fails(monkey
             assert current[0] == "side stream"
             if where == "the step": raise RuntimeError("operation not permitted when stream is capturing")
     assert current[0] == "caller's stream"
+
+
+# --- GPT-2 variants on the fast paths (issue 18.1) ----------------------------------------------------------------------
+
+FAST_VARIANTS = [dict(activation_function="relu"), dict(scale_attn_weights=False), dict(scale_attn_by_inverse_layer_idx=True),
+                 dict(activation_function="silu", n_inner=96, reorder_and_upcast_attn=True)]
+
+
+def variant_pair(**option):
+    "transformers' GPT-2 with `option` (weights at std 0.12, where the option shows) and ours with the same weights."
+    from test_model import hf_variant
+    hf = hf_variant(**option)
+    return hf, ours_from_hf(hf)
+
+
+@pytest.mark.parametrize("option", FAST_VARIANTS, ids=lambda o: ",".join(o))
+def test_static_step_of_a_variant_equals_transformers_greedy(option):
+    "The graph-friendly step (CUDA graphs on a GPU), run eagerly here: a variant's activation and scalings honoured."
+    hf, ours = variant_pair(**option)
+    ids = torch.randint(0, 257, (2, 6), generator=torch.Generator().manual_seed(1))
+    want = hf.generate(ids, max_new_tokens=14, do_sample=False, eos_token_id=None, pad_token_id=0)[:, 6:]
+    cfg = InferenceConfig(do_sample=False, repetition_penalty=1.0, eos_token_id=None)
+    assert torch.equal(torch.stack(list(fast_generate(ours, ids, 14, cfg, compile=False)), 1), want)
+
+
+def test_a_variant_is_never_compiled_and_says_nothing(recwarn):
+    "The compiled and Triton steps hard-code GPT-2's recipe: a variant quietly gets the eager kernels (still graph-captured)."
+    from gpt2_learn.fast import resolve_compile, StaticDecoder
+    _, relu = variant_pair(activation_function="relu")
+    _, plain = variant_pair()
+    assert plain.config.openai_recipe and not relu.config.openai_recipe
+    for mode in ("block", "full", "gemv", "gemv+math", "triton", True):
+        assert resolve_compile(mode, torch.device("cpu"), relu.config) is False
+        assert resolve_compile(mode, torch.device("cpu"), plain.config) == ("block" if mode is True else mode)
+    assert resolve_compile("auto", torch.device("cuda"), relu.config) is False
+    dec = StaticDecoder(relu, 1, 32, InferenceConfig(do_sample=False), compile="block")
+    assert dec.compile is False and dec._block.__name__ == "block_decode_step"
+    assert get_decoder(relu, 1, 20, InferenceConfig(do_sample=False), compile="gemv").compile is False
+    assert not [w for w in recwarn.list if "compile" in str(w.message)]
+
+
+def test_cpu_packed_variant_equals_transformers():
+    from gpt2_learn.fast import pack_for_cpu, cpu_packing_available
+    if not cpu_packing_available(): pytest.skip("no oneDNN packed linear here")
+    hf, ours = variant_pair(activation_function="relu", scale_attn_by_inverse_layer_idx=True)
+    pack_for_cpu(ours, min_weights=1)
+    assert type(ours.h[0].mlp.c_fc).__name__ == "PackedLinear"
+    ids = torch.randint(0, 257, (2, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): assert (ours(ids) - hf(ids).logits).abs().max() < 1e-4
+
+
+# --- no compiler errors on stderr for a working run (issue 18.3) ---------------------------------------------------------
+
+def test_top_p_and_typical_pipelines_are_not_compiled():
+    "Their sort + cumsum over the vocabulary made inductor print 'Error in codegen ... SplitScan' on an H200: not attempted."
+    from gpt2_learn.fast import StaticDecoder, scores_compilable
+    _, ours = variant_pair()
+    assert scores_compilable(InferenceConfig(do_sample=False)) and scores_compilable(InferenceConfig(top_p=1.0, top_k=20))
+    assert not scores_compilable(InferenceConfig()) and not scores_compilable(InferenceConfig(top_p=1.0, typical_p=0.9))
+    for cfg, eager in ((InferenceConfig(), True), (InferenceConfig(top_p=1.0), False), (InferenceConfig(do_sample=False), False)):
+        dec = StaticDecoder(ours, 3, 32, cfg, compile="block")
+        assert (dec._scores == dec._scores_eager) is eager, cfg
+
+
+def torch_log_streams():
+    "The streams torch's log handlers write to, each replaced by one StringIO (restore with the returned list)."
+    import io, logging
+    buf = io.StringIO()
+    handlers = {h for n in ("torch", "torch._inductor", "torch._dynamo") for h in logging.getLogger(n).handlers}
+    return buf, [(h, h.setStream(buf)) for h in handlers if isinstance(h, logging.StreamHandler)]
+
+
+def test_a_compile_that_fails_while_choosing_is_quiet_and_falls_back(capfd):
+    "What happened on the H200, simulated: inductor logs its error and raises; nothing reaches stderr, the tokens are eager's."
+    import logging
+    from gpt2_learn.fast import StaticDecoder, prefill
+    _, ours = variant_pair()
+    cfg = InferenceConfig(top_p=1.0, top_k=5, seed=3)
+    ids = torch.randint(0, 257, (3, 4), generator=torch.Generator().manual_seed(0))
+    dec = StaticDecoder(ours, 3, 32, cfg, compile="block")
+    def failing(*args):
+        logging.getLogger("torch._inductor.scheduler").fatal("Error in codegen for ComputedBuffer(SplitScan)")
+        raise RuntimeError("codegen failed")
+    dec._scores = failing
+    buf, saved = torch_log_streams()
+    try:
+        first = prefill(dec, ids, None, 3)
+        assert buf.getvalue() == ""
+        logging.getLogger("torch._inductor.scheduler").fatal("Error in codegen outside")   # the filter is gone afterwards
+        assert "Error in codegen outside" in buf.getvalue()
+    finally:
+        for h, stream in saved: h.setStream(stream)
+    ref = StaticDecoder(ours, 3, 32, cfg)
+    assert torch.equal(first, prefill(ref, ids, None, 3)) and dec._scores == dec._scores_eager
+    assert capfd.readouterr().err == ""

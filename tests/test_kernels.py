@@ -132,3 +132,21 @@ def test_kernels_compile_for_an_h100_without_a_gpu():
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert r.stdout.count("ok ") == 54
+
+
+def test_triton_step_of_a_wider_mlp_and_the_variants_it_refuses():
+    "n_inner (a GPT-2 variant's MLP width) is honoured; another activation or attention scale is refused, naming it."
+    from test_model import hf_variant
+    wide = ours_from_hf(hf_variant(n_inner=96))
+    cache, ref = KVCache(wide.config, 1, 16), KVCache(wide.config, 1, 16)
+    ids = torch.randint(0, 257, (1, 5), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad(): wide(ids, kv_cache=cache); wide(ids, kv_cache=ref)
+    step = TritonStep(wide, cache, torch.ones(1, 16, dtype=torch.bool), 1)
+    got = step(torch.tensor([7]), torch.tensor([5]), torch.tensor([5]))
+    with torch.no_grad(): exp = wide(torch.tensor([[7]]), kv_cache=ref)[:, -1]
+    torch.testing.assert_close(got, exp, rtol=1e-4, atol=1e-4)
+    for option in (dict(activation_function="relu"), dict(scale_attn_by_inverse_layer_idx=True)):
+        variant = ours_from_hf(hf_variant(**option))
+        assert not triton_supports(variant)
+        with pytest.raises(ValueError, match="tanh GELU and attention scale"):
+            TritonStep(variant, KVCache(variant.config, 1, 16), torch.ones(1, 16, dtype=torch.bool), 1)
