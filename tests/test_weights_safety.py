@@ -309,3 +309,10 @@ def test_save_pretrained_is_read_by_transformers_as_the_same_model(tmp_path, opt
     with torch.no_grad(): torch.testing.assert_close(ours(ids), theirs(ids).logits, atol=1e-4, rtol=0)
     again = GPT2Model.from_pretrained(tmp_path / "out")
     assert {k: getattr(again.config, k) for k in option} == option
+
+
+def test_check_finite_names_the_weight_and_tolerates_a_sum_that_overflows():
+    W.check_finite({"big": torch.full((4,), 3e38), "half": torch.full((4,), 6e4, dtype=torch.float16)})
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(ValueError, match=r"NaN or inf \(first in h.1.w\)"):
+            W.check_finite({"h.0.w": torch.ones(3), "h.1.w": torch.tensor([3e38, bad])})
