@@ -226,6 +226,7 @@ def test_variant_logits_equal_transformers(tmp_path, option):
     for k, v in option.items(): assert getattr(ours.config, k) == v
     ids = torch.randint(0, 257, (2, 20), generator=torch.Generator().manual_seed(0))
     assert max_diff(ours, hf, ids) < 1e-4
+    assert ours.num_params() == count_params(ours.config) == sum(p.numel() for p in hf.parameters())
 
 
 @pytest.mark.parametrize("option", [o for o in VARIANTS if o != dict(reorder_and_upcast_attn=True)][-12:],
@@ -317,3 +318,10 @@ def test_declared_sizes_far_beyond_gpt2_xl_are_refused_at_construction(field, va
 def test_combined_sizes_are_refused_by_the_parameter_count_and_gpt2_xl_passes():
     GPT2Config.from_name("gpt2-xl")
     with pytest.raises(ValueError, match="parameters"): GPT2Config(n_layer=1000, n_embd=8192, n_head=64)
+
+
+def test_transformers_attribute_names_are_read_as_ours():
+    "config.json may say num_hidden_layers, hidden_size, ... (transformers' attribute_map); ours win where both are given."
+    cfg = GPT2Config.from_dict({"num_hidden_layers": 3, "hidden_size": 64, "num_attention_heads": 4,
+                                "max_position_embeddings": 32, "n_layer": 2})
+    assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions) == (2, 64, 4, 32)
