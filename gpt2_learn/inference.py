@@ -176,7 +176,7 @@ class GenerationStats:
                 f"stopped: {STOP_REASONS.get(self.stop_reason, self.stop_reason)}")
 
 # %% ../nbs/08_inference.ipynb #26bf8ac2
-THREADS_MIN_FLOP = 1e9   # below this a decode step runs faster on one thread (measured: bench/threads.py)
+THREADS_MIN_FLOP = 2e8   # a step below this (the bundled model up to batch 8) gains nothing from a second thread
 
 def step_flop(model: GPT2Model, batch: int = 1) -> float:
     "Floating-point operations of the matrix products in one decode step (the LM head and the blocks)."
