@@ -256,7 +256,8 @@ def attention_weights(model, input_ids: torch.Tensor, layer: int = 0) -> torch.T
     B, T, C = x.shape
     q, k, _ = attn.c_attn(x).split(C, dim=2)
     q, k = (t.view(B, T, attn.n_head, attn.head_dim).transpose(1, 2) for t in (q, k))   # (B, nh, T, hs)
-    scores = (q @ k.transpose(-2, -1)).float() / math.sqrt(attn.head_dim)               # (B, nh, T, T)
+    scale = attn.head_dim ** -0.5 if attn.scale is None else attn.scale                 # a variant's own scaling
+    scores = (q @ k.transpose(-2, -1)).float() * scale                                  # (B, nh, T, T)
     causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
     return scores.masked_fill(~causal, float("-inf")).softmax(-1).cpu()
 

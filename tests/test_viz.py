@@ -209,3 +209,21 @@ def test_compare_settings(model, tok):
     ref = TextStream(model, tok, "def f(x):", viz.sampling_config(temperature=1.5).replace(seed=3, max_new_tokens=6))
     assert w.texts["hot"] == "".join(ref)
     assert "<table>" in w.table.value and "greedy" in w.table.value
+
+
+@pytest.mark.parametrize("option", [dict(scale_attn_by_inverse_layer_idx=True), dict(scale_attn_weights=False)])
+def test_attention_of_a_variant_matches_transformers(tmp_path, option):
+    "A GPT-2 variant's attention scaling is the one the heat map shows (weights at std 0.12, where it shows)."
+    import transformers
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=257, n_positions=64, n_embd=64, n_layer=2,
+                                                              n_head=4, **option)).eval()
+    with torch.no_grad():
+        for p in hf.parameters(): p.normal_(0, 0.12)
+    hf.save_pretrained(tmp_path)
+    ours = GPT2Model.from_pretrained(tmp_path)
+    ids = torch.randint(0, 257, (1, 12), generator=torch.Generator().manual_seed(1))
+    hf.config._attn_implementation = "eager"
+    want = hf(ids, output_attentions=True).attentions
+    for layer in range(2):
+        torch.testing.assert_close(viz.attention_weights(ours, ids, layer), want[layer].detach(), atol=1e-5, rtol=1e-4)
