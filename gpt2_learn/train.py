@@ -497,7 +497,8 @@ def out_dir_lock(out: Path):
 def native_bf16(device: torch.device) -> bool:
     "Whether `device` computes bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX)."
     if device.type == "cuda": return torch.cuda.is_bf16_supported(including_emulation=False)
-    if device.type == "cpu": return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    if device.type == "cpu":                       # (private to torch: asked with care)
+        return any(getattr(torch.cpu, f"_is_{x}_supported", lambda: False)() for x in ("avx512_bf16", "amx_tile"))
     return False
 
 def steps_within(step: int, max_steps: int, time_left: float | None, sec_per_step: float) -> int:
