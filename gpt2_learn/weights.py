@@ -201,7 +201,7 @@ def check_safetensors_header(path: str | Path) -> None:
         n = int.from_bytes(head, "little")
         if n > min(size - 8, SAFETENSORS_HEADER_MAX): bad(f"a header of {n:,} bytes in a file of {size:,}")
         try: header = json.loads(f.read(n))
-        except ValueError: bad("its header is not JSON")
+        except (ValueError, RecursionError): bad("its header is not JSON")
     if not isinstance(header, dict): bad("its header is not a JSON object")
     data = size - 8 - n
     for name, entry in header.items():
@@ -214,8 +214,8 @@ def check_safetensors_header(path: str | Path) -> None:
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)
                 and 0 <= offsets[0] <= offsets[1] <= data):
             bad(f"tensor {_shown(name)} lies outside the file's {data:,} bytes of data")
-        if offsets[1] - offsets[0] != math.prod(shape) * SAFETENSORS_ITEMSIZE[entry["dtype"]]:
-            bad(f"tensor {_shown(name)}'s shape needs other than its {offsets[1] - offsets[0]:,} bytes")
+        need, have = math.prod(shape) * SAFETENSORS_ITEMSIZE[entry["dtype"]], offsets[1] - offsets[0]
+        if need != have: bad(f"tensor {_shown(name)} of shape {_shown(str(shape))} needs {need:,} bytes, it has {have:,}")
 
 def _zip_entry_crc(f, info: zipfile.ZipInfo, chunk: int = 2**20) -> int:
     "CRC-32 of a stored zip entry's bytes, read in chunks (memory stays at one chunk)."
@@ -318,8 +318,8 @@ def _read_json(path: Path, fix: str):
     "A JSON file, or a ValueError that names it and says what to do."
     text = read_bounded(path, JSON_MAX_BYTES)                  # a regular file of a few MB, never a pipe or /dev/zero
     try: return json.loads(text.decode("utf-8"))
-    except ValueError as e:
-        raise ValueError(f"{path} is not readable JSON ({type(e).__name__}: {e}): {fix}") from None
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path} is not readable JSON ({type(e).__name__}: {_shown(str(e), 80)}): {fix}") from None
 
 def _read_config(folder: Path) -> GPT2Config | None:
     "The folder's transformers `config.json` as a GPT2Config (None if absent: the shape is read off the weights)."

@@ -171,6 +171,9 @@ def test_pipes_devices_bombs_and_huge_json_are_never_read(tmp_path):
     (tmp_path / "huge_cfg").mkdir()
     (tmp_path / "huge_cfg" / "config.json").write_bytes(b" " * (W.JSON_MAX_BYTES + 1))
     cases.append(["dir", str(tmp_path / "huge_cfg")])
+    W.save_pretrained(m, tmp_path / "deep_cfg")
+    (tmp_path / "deep_cfg" / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    cases.append(["dir", str(tmp_path / "deep_cfg")])
     deflate_bomb(tmp_path / "bomb.pth", 256 * 2**20)                        # 256 MB of zeros in about 1 MB
     assert (tmp_path / "bomb.pth").stat().st_size < 2 * 2**20
     cases.append(["ckpt", str(tmp_path / "bomb.pth")])
@@ -182,6 +185,7 @@ def test_pipes_devices_bombs_and_huge_json_are_never_read(tmp_path):
         assert "is not a regular file" in got[str(tmp_path / name)][0], got[str(tmp_path / name)]
     assert "not a regular file" in got[str(tmp_path / "fifo.pth")][0]
     assert "larger than" in got[str(tmp_path / "huge_cfg")][0]
+    assert "config.json is not readable JSON (RecursionError" in got[str(tmp_path / "deep_cfg")][0]
 
 
 def lying_safetensors(path, header: dict | bytes, data: bytes = b"", length: int | None = None) -> None:
@@ -193,10 +197,12 @@ def lying_safetensors(path, header: dict | bytes, data: bytes = b"", length: int
     ({}, b"", 10**15, "a header of 1,000,000,000,000,000 bytes"),
     (b"{not json", b"", None, "not JSON"),
     ({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 4, None, "lies outside the file's 4 bytes"),
-    ({"w": {"dtype": "F32", "shape": [10**9, 10**9], "data_offsets": [0, 8]}}, b"\0" * 8, None, "shape needs other"),
+    ({"w": {"dtype": "F32", "shape": [10**9, 10**9], "data_offsets": [0, 8]}}, b"\0" * 8, None,
+     "needs 4,000,000,000,000,000,000 bytes, it has 8"),
     ({"w": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8, None, "has shape [-2]"),
     ({"w": {"dtype": "EVIL", "shape": [2], "data_offsets": [0, 8]}}, b"\0" * 8, None, "no dtype"),
     ([1, 2], b"", None, "not a JSON object"),
+    (b"[" * 100_000 + b"]" * 100_000, b"", None, "not JSON"),
 ])
 def test_a_lying_safetensors_header_is_refused_before_loading(tmp_path, monkeypatch, header, data, length, says):
     import safetensors.torch
