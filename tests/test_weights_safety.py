@@ -177,7 +177,11 @@ def test_pipes_devices_bombs_and_huge_json_are_never_read(tmp_path):
     deflate_bomb(tmp_path / "bomb.pth", 256 * 2**20)                        # 256 MB of zeros in about 1 MB
     assert (tmp_path / "bomb.pth").stat().st_size < 2 * 2**20
     cases.append(["ckpt", str(tmp_path / "bomb.pth")])
-    got = load_each(cases, timeout=60)
+    W.save_pretrained(m, tmp_path / "blobs")                                 # the hub cache: links to regular files
+    (tmp_path / "linked").mkdir()
+    for name in ("config.json", "model.safetensors"): (tmp_path / "linked" / name).symlink_to(tmp_path / "blobs" / name)
+    got = load_each(cases + [["dir", str(tmp_path / "linked")]], timeout=60)
+    assert got.pop(str(tmp_path / "linked"))[0] == "loaded"
     for path, (said, seconds) in got.items():
         assert said.startswith(("ValueError", "CheckpointError")) and "\n" not in said and seconds < 5, (path, said)
     assert "has a compressed entry (bomb/data/0)" in got[str(tmp_path / "bomb.pth")][0]
