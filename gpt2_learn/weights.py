@@ -79,7 +79,11 @@ def config_from_state_dict(sd: dict[str, torch.Tensor], head_dim: int = 64) -> G
     "Infer a GPT2Config from (converted) weights; the head count assumes `head_dim` (64 in every OpenAI size)."
     V, d = _matrix_shape(sd, "wte.weight", "token embedding")
     P = _matrix_shape(sd, "wpe.weight", "position embedding")[0]
-    return GPT2Config(vocab_size=V, n_positions=P, n_embd=d, n_layer=count_blocks(sd), n_head=max(1, d // head_dim))
+    n_layer = count_blocks(sd)
+    fc = sd.get("h.0.mlp.c_fc.weight")                                  # (n_inner, n_embd): the MLP's width
+    inner = fc.shape[0] if isinstance(fc, torch.Tensor) and fc.dim() == 2 and fc.shape[0] != 4 * d else None
+    return GPT2Config(vocab_size=V, n_positions=P, n_embd=d, n_layer=n_layer, n_head=max(1, d // head_dim),
+                      n_inner=inner)
 
 def check_keys(expected: dict, sd: dict, n_layer: int) -> None:
     "Raise ValueError listing missing/unexpected keys and wrong shapes (`expected`: key -> shape)."

@@ -326,3 +326,17 @@ def test_check_finite_names_the_weight_and_tolerates_a_sum_that_overflows():
     for bad in (float("nan"), float("inf"), -float("inf")):
         with pytest.raises(ValueError, match=r"NaN or inf \(first in h.1.w\)"):
             W.check_finite({"h.0.w": torch.ones(3), "h.1.w": torch.tensor([3e38, bad])})
+
+
+def test_weights_alone_give_the_mlp_width(tmp_path):
+    "A weights-only file (no config.json) of a model with n_inner != 4 * n_embd loads with transformers' logits."
+    import transformers
+    from safetensors.torch import save_file
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(vocab_size=257, n_positions=64, n_embd=64, n_layer=2,
+                                                              n_head=1, n_inner=96)).eval()
+    save_file({k: v.contiguous() for k, v in hf.state_dict().items() if k != "lm_head.weight"}, tmp_path / "w.safetensors")
+    ours = GPT2Model.from_pretrained(tmp_path / "w.safetensors")
+    assert ours.config.n_inner == 96
+    ids = torch.randint(0, 257, (1, 10))
+    torch.testing.assert_close(ours(ids), hf(ids).logits, atol=1e-4, rtol=1e-4)
