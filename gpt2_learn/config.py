@@ -163,6 +163,10 @@ class InferenceConfig:
     no_repeat_ngram_size: int = 0    # 0 = off
     stop: tuple[str, ...] = ()       # stop strings (the text ends before them)
     eos_token_id: int | None = 50256 # <|endoftext|>; None = never stop early
+    num_beams: int = 1               # 1 = no beam search; > 1 = beam search (the beam notebook; sampling knobs unused)
+    length_penalty: float = 1.0      # beam search: a finished beam's score is sum(log p) / length ** length_penalty
+    early_stopping: bool | str = False   # beam search: True, False (transformers' heuristic) or "never"
+    num_return_sequences: int = 1    # beam search: how many of the best finished beams to return, <= num_beams
 
     def __post_init__(self):
         if self.stop is None: self.stop = ()
@@ -170,7 +174,7 @@ class InferenceConfig:
         elif isinstance(self.stop, Iterable) and not isinstance(self.stop, (bytes, bytearray)): self.stop = tuple(self.stop)
         for f in fields(self):                                           # NumPy scalars become Python numbers
             v = getattr(self, f.name)
-            if f.type == "bool" and str(getattr(v, "dtype", "")) == "bool": setattr(self, f.name, bool(v))   # numpy.bool_
+            if f.type.startswith("bool") and str(getattr(v, "dtype", "")) == "bool": setattr(self, f.name, bool(v))   # numpy.bool_
             elif f.type.startswith("int") and _is_int(v): setattr(self, f.name, int(v))
             elif f.type == "float" and _is_real(v): setattr(self, f.name, float(v))
 
@@ -200,6 +204,12 @@ class InferenceConfig:
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
             bad("stop", "a non-empty string or a sequence of them")
         if self.eos_token_id is not None and (not isint(self.eos_token_id) or self.eos_token_id < 0): bad("eos_token_id", "a token id >= 0 or None")
+        if not isint(self.num_beams) or not 1 <= self.num_beams <= 1024: bad("num_beams", "an integer in [1, 1024] (1 turns beam search off)")
+        if not isnum(self.length_penalty) or not abs(self.length_penalty) <= 1e4: bad("length_penalty", "a number in [-10000, 10000] (1 = plain average)")
+        if self.early_stopping not in (True, False, "never") or isinstance(self.early_stopping, numbers.Real) and not isinstance(self.early_stopping, bool):
+            bad("early_stopping", 'True, False or "never"')
+        if not isint(self.num_return_sequences) or not 1 <= self.num_return_sequences <= self.num_beams:
+            bad("num_return_sequences", f"an integer in [1, num_beams={self.num_beams}]")
         return self
 
     def replace(self, **changes) -> InferenceConfig:
