@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_inference.ipynb #2426fef6
 from __future__ import annotations
-import argparse, io, os, re, sys, time, warnings
+import argparse, io, math, os, re, sys, time, warnings
 from contextlib import contextmanager
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -25,7 +25,7 @@ __all__ = ['MAX_PROMPT_BYTES', 'MAX_TOKEN_BYTES', 'CHECKPOINT_SUFFIXES', 'HF_SUF
            'THREADS_MIN_FLOP', 'EXIT_OK', 'EXIT_RUNTIME', 'EXIT_USAGE', 'EXIT_INTERRUPTED', 'DEVICE_PATTERN',
            'FLOAT_FLAGS', 'CONFIG_FLAGS', 'PromptError', 'unescape_prompt', 'decode_prompt_bytes', 'read_prompt',
            'prompt_byte_cap', 'check_prompt_text', 'ModelLoadError', 'ModelNotFoundError', 'resolve_model_path',
-           'load_model', 'GenerationStats', 'step_flop', 'choose_threads', 'num_threads', 'TextGenerator',
+           'load_model', 'GenerationStats', 'step_flop', 'idle_cores', 'choose_threads', 'num_threads', 'TextGenerator',
            'chat_prompt', 'build_parser', 'join_negative_values', 'config_from_args', 'main']
 
 # %% ../nbs/08_inference.ipynb #cbf96004
@@ -176,24 +176,36 @@ class GenerationStats:
                 f"stopped: {STOP_REASONS.get(self.stop_reason, self.stop_reason)}")
 
 # %% ../nbs/08_inference.ipynb #26bf8ac2
-THREADS_MIN_FLOP = 2e8   # a step below this (the bundled model up to batch 8) gains nothing from a second thread
+THREADS_MIN_FLOP = 1e6   # below about this many a step, a second thread gains nothing even on an idle machine
 
 def step_flop(model: GPT2Model, batch: int = 1) -> float:
     "Floating-point operations of the matrix products in one decode step (the LM head and the blocks)."
     c = model.config
     return 2.0 * batch * (c.vocab_size * c.n_embd + 12 * c.n_layer * c.n_embd ** 2)
 
-def _idle_cores() -> int:
-    "Cores not busy with other work (this process's cores minus the 1-minute load average), at least 1."
+_own_cpu = [(time.monotonic(), time.process_time())]   # this process's (wall, CPU) seconds: at import, then each choice
+
+def _own_load() -> float:
+    "This process's own part of the 1-minute load average: its cores kept busy lately, as that average has seen them."
+    now, cpu = time.monotonic(), time.process_time()
+    wall0, cpu0 = _own_cpu[0]
+    busy = (cpu - cpu0) / (now - wall0) if now > wall0 else 0.0      # CPU seconds over wall seconds
+    own = busy * (1 - math.exp(-(now - wall0) / 60))                  # the average moves with a 1-minute time constant
+    _own_cpu.append((now, cpu))
+    while len(_own_cpu) > 2 and now - _own_cpu[1][0] > 60: _own_cpu.pop(0)   # keep about the last minute
+    return own
+
+def idle_cores() -> int:
+    "This process's cores that other work leaves idle (the 1-minute load average less our own part), at least 1."
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try: load = os.getloadavg()[0]
-    except (AttributeError, OSError): load = 0.0                       # Windows has no load average
-    return max(1, min(cores, round(cores - load)))
+    try: others = max(0.0, os.getloadavg()[0] - _own_load())
+    except (AttributeError, OSError): others = 0.0                     # no load average (Windows): assume idle
+    return max(1, min(cores, round(cores - others)))
 
 def choose_threads(model: GPT2Model, batch: int = 1, available: int | None = None) -> int:
-    "CPU threads for generating with `model` at `batch`: 1 below THREADS_MIN_FLOP a step, else the idle cores allowed."
-    available = available if available is not None else min(torch.get_num_threads(), _idle_cores())
-    return 1 if step_flop(model, batch) < THREADS_MIN_FLOP else max(1, available)
+    "CPU threads for `model` at `batch`: 1 below THREADS_MIN_FLOP a step, else the idle cores the caller allows."
+    if step_flop(model, batch) < THREADS_MIN_FLOP: return 1
+    return max(1, available if available is not None else min(torch.get_num_threads(), idle_cores()))
 
 @contextmanager
 def num_threads(n: int | None):

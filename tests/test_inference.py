@@ -609,14 +609,18 @@ def test_interactive_no_stream_ctrl_c_prints_the_text_so_far(micro_gen, monkeypa
 
 
 def test_threads_chosen_for_the_work_and_restored(micro_ckpt, micro_gen, monkeypatch, capsys):
-    "TextGenerator runs a tiny model on one thread and a big batch on more; the caller's setting is back afterwards."
-    import gpt2_learn.inference as inference
-    from gpt2_learn.inference import choose_threads
-    assert choose_threads(micro_gen.model, batch=1, available=2) == 1
-    assert choose_threads(micro_gen.model, batch=1, available=1) == 1
+    "One thread for a toy step or a busy machine, the idle cores otherwise; the caller's setting is back afterwards."
     from types import SimpleNamespace
-    big = SimpleNamespace(config=GPT2Config.from_name("gpt2-mini"))                  # only its shape is read
-    assert choose_threads(big, batch=64, available=2) == 2
+    import gpt2_learn.inference as inference
+    from gpt2_learn.inference import choose_threads, idle_cores
+    toy = SimpleNamespace(config=GPT2Config(vocab_size=512, n_positions=64, n_embd=32, n_layer=1, n_head=2))
+    assert choose_threads(toy, batch=1, available=2) == 1                            # 0.06 MFLOP a step
+    assert choose_threads(micro_gen.model, batch=1, available=2) == 2
+    assert choose_threads(micro_gen.model, batch=1, available=1) == 1
+    monkeypatch.setattr(os, "getloadavg", lambda: (50.0, 50.0, 50.0))
+    assert idle_cores() == 1                                                         # every core busy elsewhere
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert idle_cores() == (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count())
     seen = []
     real = inference.TextStream.__iter__
     def spy(self):
@@ -625,11 +629,15 @@ def test_threads_chosen_for_the_work_and_restored(micro_ckpt, micro_gen, monkeyp
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        micro_gen.generate_text("Hi", InferenceConfig(max_new_tokens=2, stream=False))
-        assert seen[-1] == 1 and torch.get_num_threads() == 2
+        cfg = InferenceConfig(max_new_tokens=2, stream=False)
+        for idle, expected in ((1, 1), (2, 2)):
+            monkeypatch.setattr(inference, "idle_cores", lambda: idle)
+            micro_gen.generate_text("Hi", cfg)
+            assert seen[-1] == expected and torch.get_num_threads() == 2, (idle, seen)
         gen = TextGenerator.from_model(micro_gen.model, micro_gen.tokenizer, threads=2)
-        gen.generate_text("Hi", InferenceConfig(max_new_tokens=2, stream=False))
-        assert seen[-1] == 2
+        monkeypatch.setattr(inference, "idle_cores", lambda: 1)
+        gen.generate_text("Hi", cfg)
+        assert seen[-1] == 2                                                         # threads= overrides the choice
     finally: torch.set_num_threads(before)
     code, out, err = run_cli(capsys, "--prompt", "Hi", "--threads", "0")
     assert code == 2
