@@ -52,7 +52,8 @@ def beam_search(model, input_ids, attention_mask: torch.Tensor | None = None, co
     K, V = config.num_beams, model.config.vocab_size
     eos = config.eos_token_id
     if eos is not None and eos >= V:
-        raise ValueError(f"eos_token_id={eos} is not a token of this model ({V} in its vocabulary): give its id, or None")
+        raise ValueError(f"eos_token_id={eos} is not a token of this model ({V} in its vocabulary): "
+                         f"give its id, or None")
     if pad_token_id is not None and (not _is_int(pad_token_id) or pad_token_id < 0):
         raise ValueError(f"pad_token_id must be a token id >= 0 or None, got {pad_token_id!r}")
     input_ids, attention_mask = check_inputs(input_ids, attention_mask, V)
@@ -138,7 +139,9 @@ def _best_path(tree: list, generated: list[int], row: int) -> list[int]:
     for step, t in enumerate(tree[:len(generated)]):
         for j in range(t["token"].shape[1]):
             parent_ok = step == 0 or int(t["parent"][row, j]) == slot
-            if parent_ok and int(t["token"][row, j]) == generated[step]: path.append(j); break
+            if parent_ok and int(t["token"][row, j]) == generated[step]:
+                path.append(j)
+                break
         else: break
         kept = t["kept"][row].tolist()
         slot = kept.index(j) if j in kept else None
@@ -171,9 +174,11 @@ def plot_beam_tree(result: BeamResult, tokenizer, prompt_len: int, row: int = 0,
                     bbox=dict(boxstyle="round,pad=0.2", fc=color, ec="black" if thick else color, alpha=0.9))
             if survived: ys[kept.index(j)] = y
         prev_y = ys
-    ax.set_xlim(-0.5, len(tree) + 0.6); ax.set_ylim(-0.7, keep - 0.3)
+    ax.set_xlim(-0.5, len(tree) + 0.6)
+    ax.set_ylim(-0.7, keep - 0.3)
     ax.set_xticks(range(len(tree) + 1), ["prompt"] + [f"step {s + 1}" for s in range(len(tree))])
-    ax.set_yticks([]); ax.spines[["left", "right", "top"]].set_visible(False)
+    ax.set_yticks([])
+    ax.spines[["left", "right", "top"]].set_visible(False)
     ax.set_title(title or "beam tree: orange kept, grey pruned, green finished (summed log-prob under each token)")
     return fig
 
@@ -187,6 +192,7 @@ def distinct_ngrams(seqs, n: int = 3) -> float:
 def mean_logprob(model, ids, prompt_len: int) -> float:
     "Mean log-prob per token of `ids[prompt_len:]` (a list or 1-D tensor) given what comes before, under `model`."
     ids = torch.as_tensor(ids, device=model.device).view(1, -1)
-    if not 1 <= prompt_len < ids.shape[1]: raise ValueError(f"prompt_len must be in [1, {ids.shape[1] - 1}], got {prompt_len}")
+    if not 1 <= prompt_len < ids.shape[1]:
+        raise ValueError(f"prompt_len must be in [1, {ids.shape[1] - 1}], got {prompt_len}")
     logp = model(ids)[0, :-1].float().log_softmax(-1)
     return float(logp[prompt_len - 1:].gather(-1, ids[0, prompt_len:, None]).mean())

@@ -33,7 +33,7 @@ def residual_stream(model, input_ids) -> torch.Tensor:
 
 @torch.no_grad()
 def logit_lens(model, input_ids) -> torch.Tensor:
-    "Logits (n_layer + 1, T, V) that each layer's residual stream gives through `ln_f` and the head; the last = the model's."
+    "Logits (n_layer + 1, T, V): each layer's residual stream through `ln_f` and the head; the last = the model's."
     return model.lm_head(model.ln_f(residual_stream(model, input_ids))).float()
 
 # %% ../nbs/13_logit_lens.ipynb #308737f0
@@ -44,7 +44,8 @@ def lens_top(lens: torch.Tensor, k: int = 1) -> tuple[torch.Tensor, torch.Tensor
 def plot_logit_lens(lens: torch.Tensor, tokenizer, input_ids, max_tokens: int = 24, title: str | None = None):
     "Layer x position heat map: the top token of every layer's lens (label) and its probability (colour)."
     ids = torch.as_tensor(input_ids).view(-1).tolist()
-    if len(ids) != lens.shape[1]: raise ValueError(f"input_ids has {len(ids)} tokens but the lens {lens.shape[1]} positions")
+    if len(ids) != lens.shape[1]:
+        raise ValueError(f"input_ids has {len(ids)} tokens but the lens {lens.shape[1]} positions")
     start = max(0, len(ids) - max_tokens)                                 # the last max_tokens positions
     p, top = lens_top(lens[:, start:])
     p, top = p[..., 0].cpu(), top[..., 0].cpu()
@@ -81,7 +82,8 @@ def plot_lens_position(lens: torch.Tensor, tokenizer, position: int, k: int = 5,
         ax.barh(range(k)[::-1], p[layer].cpu().numpy(), color="tab:blue")
         ax.set_yticks(range(k)[::-1], [token_label(tokenizer, int(i))[:10] for i in top[layer]], fontsize=7)
         ax.tick_params(axis="y", length=0)
-        ax.set_xlim(0, 1); ax.set_xticks([0, 1])
+        ax.set_xlim(0, 1)
+        ax.set_xticks([0, 1])
         ax.set_title("emb." if layer == 0 else f"block {layer}", fontsize=8)
     fig.suptitle(title or f"position {position}: the top {k} of every layer", fontsize=9)
     fig.tight_layout()
@@ -113,7 +115,8 @@ class LensExplorer(widgets.VBox):
         final = token_label(self.tokenizer, int(top[-1, 0]))
         first = next(i for i in range(len(top)) if int(top[i, 0]) == int(top[-1, 0]))
         where = "the embeddings" if first == 0 else f"block {first}"
-        self.summary.value = (f"after <code>{html.escape(token_label(self.tokenizer, self.ids[t]))}</code> the model predicts "
+        here = html.escape(token_label(self.tokenizer, self.ids[t]))
+        self.summary.value = (f"after <code>{here}</code> the model predicts "
                               f"<code>{html.escape(final)}</code>; first on top at {where}")
 
 def lens_explorer(model, tokenizer, prompt: str, k: int = 5) -> LensExplorer:
