@@ -14,7 +14,7 @@ EOS = 7
 
 @pytest.fixture(scope="module")
 def eos_pair():
-    "A tiny random GPT-2 (vocab 300) pushed towards token 7 (its EOS) by the final LayerNorm's bias: beams end at many lengths."
+    "A tiny random GPT-2 (vocab 300) pushed towards token 7 (its EOS) by ln_f's bias: beams end at many lengths."
     transformers.logging.set_verbosity_error()
     torch.manual_seed(0)
     cfg = transformers.GPT2Config(vocab_size=300, n_positions=64, n_embd=64, n_layer=2, n_head=2,
@@ -48,8 +48,8 @@ def test_matches_transformers_on_a_model_that_likes_eos(eos_pair):
     lengths = set()
     for K, lp, es, R, n, rp, ng in SETTINGS:
         ids = torch.randint(8, 300, (1, 5))
-        cfg = InferenceConfig(max_new_tokens=n, num_beams=K, length_penalty=lp, early_stopping=es, num_return_sequences=R,
-                              eos_token_id=EOS, repetition_penalty=rp, no_repeat_ngram_size=ng)
+        cfg = InferenceConfig(max_new_tokens=n, num_beams=K, length_penalty=lp, early_stopping=es,
+                              num_return_sequences=R, eos_token_id=EOS, repetition_penalty=rp, no_repeat_ngram_size=ng)
         res = beam_search(ours, ids, config=cfg)
         seqs, scores = _hf(hf, ids, torch.ones_like(ids), cfg)
         assert torch.equal(res.sequences, seqs), (K, lp, es, R)
@@ -62,7 +62,8 @@ def test_left_padded_batch_and_no_eos(eos_pair):
     hf, ours = eos_pair
     torch.manual_seed(2)
     ids, mask = pad_left([torch.randint(8, 300, (L,)).tolist() for L in (3, 6, 4)], pad_id=EOS)
-    cfg = InferenceConfig(max_new_tokens=10, num_beams=3, num_return_sequences=2, eos_token_id=EOS, repetition_penalty=1.0)
+    cfg = InferenceConfig(max_new_tokens=10, num_beams=3, num_return_sequences=2, eos_token_id=EOS,
+                          repetition_penalty=1.0)
     res = beam_search(ours, ids, mask, cfg)
     seqs, scores = _hf(hf, ids, mask, cfg)
     assert torch.equal(res.sequences, seqs) and res.sequences.shape[0] == 6
@@ -94,7 +95,8 @@ def test_bundled_model_matches_transformers():
     ids, mask = pad_left([tok.encode(p) for p in ["Once upon a time", "The algorithm works by", "def fibonacci(n):"]])
     for cfg in (InferenceConfig(max_new_tokens=16, num_beams=4, num_return_sequences=2, repetition_penalty=1.2,
                                 no_repeat_ngram_size=3),
-                InferenceConfig(max_new_tokens=16, num_beams=3, length_penalty=2.0, early_stopping=True, repetition_penalty=1.0)):
+                InferenceConfig(max_new_tokens=16, num_beams=3, length_penalty=2.0, early_stopping=True,
+                                repetition_penalty=1.0)):
         res = beam_search(ours, ids, mask, cfg)
         seqs, scores = _hf(hf, ids, mask, cfg, eos=50256, pad=50256)
         assert torch.equal(res.sequences, seqs)
@@ -105,7 +107,8 @@ def test_bad_input_says_what_to_do(eos_pair):
     _, ours = eos_pair
     ids = torch.tensor([[1, 2, 3]])
     for kw, msg in [(dict(num_beams=0), "num_beams must be an integer in [1, 1024]"),
-                    (dict(num_beams=2, num_return_sequences=3), "num_return_sequences must be an integer in [1, num_beams=2]"),
+                    (dict(num_beams=2, num_return_sequences=3),
+                     "num_return_sequences must be an integer in [1, num_beams=2]"),
                     (dict(early_stopping="sometimes"), "early_stopping must be True, False or \"never\""),
                     (dict(length_penalty=float("inf")), "length_penalty must be a number"),
                     (dict(eos_token_id=300), "eos_token_id=300 is not a token of this model"),

@@ -35,7 +35,8 @@ def test_lens_matches_transformers_hidden_states(pair):
 def test_bad_input_names_the_argument(pair):
     _, ours = pair
     for ids, msg in [(torch.zeros((2, 3), dtype=torch.long), "one prompt at a time"),
-                     ([], "must hold 1 to 32 tokens"), (torch.zeros((1, 33), dtype=torch.long), "must hold 1 to 32 tokens"),
+                     ([], "must hold 1 to 32 tokens"),
+                     (torch.zeros((1, 33), dtype=torch.long), "must hold 1 to 32 tokens"),
                      ([[400]], r"token ids must be in \[0, 300\)")]:
         with pytest.raises(ValueError, match=msg): logit_lens(ours, ids)
     with pytest.raises(TypeError, match="integer token ids"): logit_lens(ours, torch.zeros(3))
@@ -52,7 +53,7 @@ def test_heat_map_and_widget_on_the_bundled_model():
     ax = fig.axes[0]
     assert ax.images[0].get_array().shape == (model.config.n_layer + 1, 8)
     p, top = lens_top(lens[:, -8:])
-    assert torch.allclose(torch.as_tensor(ax.images[0].get_array()), p[..., 0])    # colour = the top token's probability
+    assert torch.allclose(torch.as_tensor(ax.images[0].get_array()), p[..., 0])    # colour = the top token's prob.
     with pytest.raises(ValueError, match="input_ids has 3 tokens but the lens"): plot_logit_lens(lens, tok, ids[:3])
     w = LensExplorer(model, tok, prompt, k=4)
     assert w.state["position"] == len(ids) - 1
