@@ -39,7 +39,8 @@ def _hf(hf, ids, mask, cfg, eos=EOS, pad=EOS):
 SETTINGS = [  # num_beams, length_penalty, early_stopping, num_return_sequences, max_new_tokens, repetition, no-repeat n
     (2, 1.0, False, 2, 12, 1.0, 0), (3, 0.5, True, 2, 15, 1.0, 0), (4, 2.0, "never", 4, 15, 1.0, 0),
     (5, 1.0, False, 3, 10, 1.0, 0), (3, 1.0, "never", 3, 12, 1.0, 0), (4, 0.0, True, 2, 12, 1.0, 0),
-    (3, 1.0, False, 2, 12, 1.3, 2), (4, -1.0, "never", 1, 8, 1.0, 3)]
+    (3, 1.0, False, 2, 12, 1.3, 2), (4, -1.0, "never", 1, 8, 1.0, 3),
+    (3, 0.0, "never", 3, 10, 1.0, 0), (4, 0.0, True, 4, 10, 1.0, 0)]   # an EOS ranked K..2K-1 may not finish
 
 
 def test_matches_transformers_on_a_model_that_likes_eos(eos_pair):
@@ -67,6 +68,11 @@ def test_left_padded_batch_and_no_eos(eos_pair):
     res = beam_search(ours, ids, mask, cfg)
     seqs, scores = _hf(hf, ids, mask, cfg)
     assert torch.equal(res.sequences, seqs) and res.sequences.shape[0] == 6
+    torch.testing.assert_close(res.scores, scores, atol=1e-5, rtol=1e-5)
+    full = cfg.replace(num_beams=4, num_return_sequences=4, early_stopping=True)   # a full prompt takes no more
+    res = beam_search(ours, ids, mask, full)                                       # finished beams, the others go on
+    seqs, scores = _hf(hf, ids, mask, full)
+    assert torch.equal(res.sequences, seqs)
     torch.testing.assert_close(res.scores, scores, atol=1e-5, rtol=1e-5)
     cfg = cfg.replace(eos_token_id=None, length_penalty=0.5)            # nothing ends early: every beam is 10 long
     res = beam_search(ours, ids, mask, cfg)
