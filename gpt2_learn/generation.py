@@ -98,6 +98,9 @@ def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, 
     config = as_config(config, **overrides)
     if max_new_tokens is not None: config = config.replace(max_new_tokens=max_new_tokens)
     config.validate()
+    if config.num_beams > 1:                                           # a search over whole sequences, not a stream
+        raise ValueError(f"num_beams={config.num_beams} is beam search, which does not yield one token a step: "
+                         f"use gpt2_learn.beam.beam_search(model, input_ids, config=...)")
     if isinstance(trace_top, bool) or not isinstance(trace_top, int) or trace_top < 1:
         raise ValueError(f"trace_top must be an integer >= 1 (candidates kept a step), got {trace_top!r}")
     if config.eos_token_id is not None and config.eos_token_id >= model.config.vocab_size:

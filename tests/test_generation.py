@@ -212,5 +212,7 @@ def test_config_as_a_dict_and_trace_top_checked(hf_small):
     with pytest.raises(TypeError, match="no field 'temp'"): next(generate(ours, PROMPT, config={"temp": 0.7}))
     for bad in (-1, 0, 2.5, True):
         with pytest.raises(ValueError, match="trace_top must be an integer >= 1"): next(generate(ours, PROMPT, 3, trace=[], trace_top=bad))
+    with pytest.raises(ValueError, match="num_beams=3 is beam search.*beam_search"):       # never a silent sampled run
+        next(generate(ours, PROMPT, 3, num_beams=3))
     tok = load_tokenizer()
     assert TextStream(ours, tok, "Hello", {"max_new_tokens": 2}).config.max_new_tokens == 2
