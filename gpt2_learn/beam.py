@@ -11,7 +11,6 @@ from .config import InferenceConfig, _is_int
 from .kv_cache import KVCache
 from .sampling import process_logits
 from .generation import as_config, check_inputs, check_logits
-from .viz import token_label, _new_figure
 
 # %% auto #0
 __all__ = ['BeamResult', 'reorder_cache', 'beam_search', 'plot_beam_tree', 'distinct_ngrams', 'mean_logprob']
@@ -149,6 +148,7 @@ def _best_path(tree: list, generated: list[int], row: int) -> list[int]:
 
 def plot_beam_tree(result: BeamResult, tokenizer, prompt_len: int, row: int = 0, title: str | None = None):
     "Draw the recorded beam tree of prompt `row`: kept, pruned and finished candidates with their summed log-probs."
+    from gpt2_learn.viz import token_label, _new_figure                  # plots only when drawn: the CLI stays light
     tree = result.tree
     if not tree: raise ValueError("the result has no tree: call beam_search(..., record_tree=True)")
     keep = tree[0]["token"].shape[1]

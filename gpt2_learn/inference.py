@@ -14,6 +14,7 @@ _restore_interrupts = None                                                # as a
 if (__name__ == "__main__" and "__file__" in globals()) or Path(sys.argv[0]).stem == "gpt2-learn":
     _restore_interrupts = cli_interrupts(cli_name("gpt2-learn", "inference"))
 import torch
+from .beam import beam_search
 from .generation import TextStream, as_config, generate, pad_left
 from .model import GPT2Model, resolve_device
 from .tokenizer import StreamDecoder, load_tokenizer
@@ -287,6 +288,9 @@ class TextGenerator:
     def stream(self, prompt: str, config: InferenceConfig | None = None) -> Iterator[str]:
         "Yield the continuation piece by piece; then `last_stats` has tokens, seconds, tokens/s and the stop reason."
         config = as_config(config).validate()
+        if config.num_beams > 1:                                           # beam search ranks whole texts: no stream
+            yield self.generate_beams(prompt, config)[0]
+            return
         config, clipped = self._fit(config, len(self.encode_prompt(prompt)))
         ts, t0, reason = TextStream(self.model, self.tokenizer, prompt, config), time.perf_counter(), "interrupted"
         try:
@@ -294,6 +298,29 @@ class TextGenerator:
             reason = "context window" if ts.stop_reason == "max_new_tokens" and clipped else ts.stop_reason
         finally:
             self.last_stats = GenerationStats(len(ts.token_ids), time.perf_counter() - t0, str(self.device), reason)
+
+    def _beam_text(self, tokens: list[int], config: InferenceConfig) -> tuple[str, str]:
+        "A beam's new tokens as text, cut at EOS or the first stop string; and why it ended there."
+        eos, reason = config.eos_token_id, "max_new_tokens"
+        if eos is not None and eos in tokens: tokens, reason = tokens[:tokens.index(eos)], "eos"
+        text = self.tokenizer.decode(tokens)
+        if config.stop and (cut := _first_stop(text, config.stop)) >= 0: text, reason = text[:cut], "stop string"
+        return text, reason
+
+    def generate_beams(self, prompt: str, config: InferenceConfig | None = None) -> list[str]:
+        "Beam search (`config.num_beams`): the `num_return_sequences` best continuations, best first."
+        config = as_config(config).validate()
+        ids = self.encode_prompt(prompt)
+        config, clipped = self._fit(config, len(ids))
+        t0 = time.perf_counter()
+        with num_threads(self._threads(config.num_beams)):
+            result = beam_search(self.model, torch.tensor([ids], device=self.device), config=config,
+                                 pad_token_id=config.eos_token_id)
+        texts, reasons = zip(*(self._beam_text(row[len(ids):].tolist(), config) for row in result.sequences))
+        reason = "context window" if clipped and reasons[0] == "max_new_tokens" else reasons[0]
+        new_tokens = result.sequences.shape[1] - len(ids)
+        self.last_stats = GenerationStats(new_tokens, time.perf_counter() - t0, str(self.device), reason)
+        return list(texts)
 
     def generate_text(self, prompt: str, config: InferenceConfig | None = None, *, echo: bool = True, out=None) -> str:
         "The continuation of `prompt`; when `config.stream`, also printed to `out` (stdout) as it is generated."
@@ -323,6 +350,14 @@ class TextGenerator:
         input_ids, mask = (t.to(self.device) for t in pad_left(ids, pad_id=eos if eos is not None else 0))
         config, clipped = self._fit(config, input_ids.shape[1])
         B, t0, info = len(prompts), time.perf_counter(), {}
+        if config.num_beams > 1:                                           # each prompt's best beam
+            with num_threads(self._threads(B * config.num_beams)):
+                result = beam_search(self.model, input_ids, mask, config, pad_token_id=eos)
+            R, T0 = config.num_return_sequences, input_ids.shape[1]
+            ends = [self._beam_text(result.sequences[i * R, T0:].tolist(), config) for i in range(B)]
+            self.last_stats = GenerationStats(B * (result.sequences.shape[1] - T0), time.perf_counter() - t0,
+                                              str(self.device), ", ".join(sorted({r for _, r in ends})))
+            return [text for text, _ in ends]
         decoders, texts = [StreamDecoder(self.tokenizer) for _ in range(B)], [""] * B
         reasons: list[str | None] = [None] * B
         with num_threads(self._threads(B)):
@@ -396,6 +431,11 @@ def _device_arg(s: str) -> str:
     if not DEVICE_PATTERN.fullmatch(s): raise argparse.ArgumentTypeError(f"{s!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
     return s
 
+def _early_stopping_arg(s: str) -> bool | str:
+    choices = {"true": True, "false": False, "never": "never"}
+    if s.lower() not in choices: raise argparse.ArgumentTypeError(f"{s!r} is not one of true, false, never")
+    return choices[s.lower()]
+
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     "The CLI's flags (defaults: None, so that a --preset can be overridden by explicit flags)."
     d = InferenceConfig()
@@ -431,6 +471,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--no_sample", dest="do_sample", action="store_const", const=False, help="greedy decoding: always the likeliest token")
     g.add_argument("--sample", dest="do_sample", action="store_const", const=True, help="sampling (the default; overrides --preset speed)")
     g.add_argument("--seed", type=int, help="make sampling reproducible")
+    g.add_argument("--num_beams", type=int, help=f"beam search with this many beams, deterministic: the sampling knobs "
+                   f"are not used, the penalties and n-gram ban are; printed at the end (default: {d.num_beams}, off)")
+    g.add_argument("--length_penalty", type=float, help=f"beam search: score = log-prob / length ** this; > 0 favours "
+                   f"longer texts (default: {d.length_penalty})")
+    g.add_argument("--early_stopping", type=_early_stopping_arg, metavar="{true,false,never}",
+                   help="beam search: stop once num_beams texts are finished (true), when no running beam can beat them "
+                        "(false, the default), or only at max_new_tokens (never)")
+    g.add_argument("--num_return_sequences", type=int, help="beam search: print this many of the best texts, best first "
+                   f"(default: {d.num_return_sequences}; at most --num_beams)")
     g = p.add_argument_group("output")
     g.add_argument("--stream", dest="stream", action="store_const", const=True, help="print tokens as they are generated (default)")
     g.add_argument("--no_stream", dest="stream", action="store_const", const=False, help="print the whole text at the end")
@@ -438,7 +487,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 FLOAT_FLAGS = ("--temperature", "--top_p", "--repetition_penalty", "--min_p", "--typical_p", "--presence_penalty",
-               "--frequency_penalty")
+               "--frequency_penalty", "--length_penalty")
 
 def join_negative_values(argv: Sequence[str]) -> list[str]:
     "`--temperature -inf` -> `--temperature=-inf`: argparse takes a value like -inf or -nan for a flag of its own."
@@ -451,7 +500,8 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
     return out
 
 CONFIG_FLAGS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "min_p", "typical_p", "presence_penalty",
-                "frequency_penalty", "no_repeat_ngram_size", "do_sample", "seed", "stream")
+                "frequency_penalty", "no_repeat_ngram_size", "do_sample", "seed", "stream", "num_beams", "length_penalty",
+                "early_stopping", "num_return_sequences")
 
 def config_from_args(args: argparse.Namespace) -> InferenceConfig:
     "Preset values, then explicit flags; ValueError (naming the flag) if a value is out of range."
@@ -507,7 +557,9 @@ def _main(argv: Sequence[str] | None) -> int:
             gen.encode_prompt(prompt)                                     # empty / too long: before any output
             echo, pieces = "" if args.no_echo else prompt, []             # --no_stream: the text so far, printed even if interrupted
             try:
-                if config.stream: gen.generate_text(prompt, config, echo=not args.no_echo)
+                if config.num_beams > 1 and config.num_return_sequences > 1:   # the best texts, best first
+                    sys.stdout.write("\n---\n".join(echo + text for text in gen.generate_beams(prompt, config)) + "\n")
+                elif config.stream: gen.generate_text(prompt, config, echo=not args.no_echo)
                 else:
                     for piece in gen.stream(prompt, config): pieces.append(piece)
                     sys.stdout.write(echo + "".join(pieces) + "\n")

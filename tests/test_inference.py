@@ -642,3 +642,41 @@ def test_threads_chosen_for_the_work_and_restored(micro_ckpt, micro_gen, monkeyp
     code, out, err = run_cli(capsys, "--prompt", "Hi", "--threads", "0")
     assert code == 2
     assert_one_line_error(err, "--threads must be an integer >= 1")
+
+
+def test_cli_beam_search_equals_transformers(capsys, tmp_path):
+    "--num_beams end to end (and generate_batch's beams): the texts of transformers' generate(num_beams=...)."
+    from conftest import make_hf_model
+    from gpt2_learn.tokenizer import load_tokenizer
+    hf = make_hf_model(seed=5)
+    with torch.no_grad(): hf.transformer.wte.weight.mul_(4)              # peaked: beams and greedy part ways
+    hf.save_pretrained(tmp_path / "hf")
+    tok, prompt = load_tokenizer(), "The algorithm works by"
+    ids = torch.tensor([tok.encode(prompt)])
+    with torch.no_grad():
+        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=3, num_return_sequences=2,
+                          length_penalty=0.5, repetition_penalty=1.3, max_new_tokens=12, pad_token_id=50256,
+                          eos_token_id=50256)[:, ids.shape[1]:].tolist()
+        greedy = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, repetition_penalty=1.3,
+                             max_new_tokens=12, pad_token_id=50256)[0, ids.shape[1]:].tolist()
+    want = [tok.decode(r[:r.index(50256)] if 50256 in r else r) for r in ref]
+    assert want[0] != tok.decode(greedy)                                  # the test can tell beams from greedy
+    argv = ["--model_path", tmp_path / "hf", "--prompt", prompt, "--max_new_tokens", "12", "--no_echo", "--device", "cpu",
+            "--num_beams", "3", "--length_penalty", "0.5", "--repetition_penalty", "1.3"]
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 0, err
+    assert out == want[0] + "\n"
+    code, out, err = run_cli(capsys, *argv, "--num_return_sequences", "2", "--early_stopping", "never")
+    assert code == 0, err
+    with torch.no_grad():
+        ref = hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, num_beams=3, num_return_sequences=2,
+                          length_penalty=0.5, repetition_penalty=1.3, max_new_tokens=12, pad_token_id=50256,
+                          eos_token_id=50256, early_stopping="never")[:, ids.shape[1]:].tolist()
+    assert out == "\n---\n".join(tok.decode(r[:r.index(50256)] if 50256 in r else r) for r in ref) + "\n"
+    gen = TextGenerator(tmp_path / "hf", device="cpu")
+    beams = InferenceConfig(num_beams=3, length_penalty=0.5, repetition_penalty=1.3, max_new_tokens=12)
+    assert gen.generate_batch([prompt, "Hello"], beams)[0] == want[0]
+    for bad, msg in ((["--num_beams", "0"], "--num_beams"), (["--early_stopping", "maybe"], "early_stopping"),
+                     (["--num_return_sequences", "4"], "--num_return_sequences")):
+        code, out, err = run_cli(capsys, *argv, *bad)
+        assert code == 2 and msg in err, err
