@@ -4,23 +4,26 @@
 
 # %% ../nbs/03_weights.ipynb #afb608dc
 from __future__ import annotations
-import io, json, math, os, pickletools, re, stat, tempfile, warnings, zipfile, zlib
+import io, json, math, os, pickletools, re, shutil, stat, tempfile, warnings, zipfile, zlib
 from contextlib import contextmanager
 from pathlib import Path
 import torch
 import torch.nn as nn
-from .config import GPT2Config
+from .config import GPT2Config, InferenceConfig
+from .tokenizer import load_tokenizer
 from .model import GPT2Model, resolve_device, resolve_dtype, stream_friendly_layout
 
 # %% auto #0
 __all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'BLOCK_KEY', 'INITIALISERS', 'JSON_MAX_BYTES', 'SAFETENSORS_HEADER_MAX',
-           'SAFETENSORS_ITEMSIZE', 'STRING_OPS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'normalize_keys',
-           'convert_hf_state_dict', 'count_blocks', 'config_from_state_dict', 'check_keys', 'weight_shapes',
-           'check_weights_fit', 'load_state_dict_strict', 'no_weight_init', 'empty_model', 'check_finite',
-           'model_from_state_dict', 'CheckpointError', 'regular_file_size', 'read_bounded', 'check_safetensors_header',
-           'check_torch_zip', 'pickle_globals', 'checkpoint_globals', 'read_weights_file', 'load_pretrained',
-           'load_weights_only', 'atomic_torch_save', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
-           'bundled_model_path', 'load_bundled_model', 'hf_config_dict', 'save_pretrained']
+           'SAFETENSORS_ITEMSIZE', 'STRING_OPS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'PER_REQUEST_ONLY',
+           'OPTIONAL_GENERATION', 'normalize_keys', 'convert_hf_state_dict', 'count_blocks', 'config_from_state_dict',
+           'check_keys', 'weight_shapes', 'check_weights_fit', 'load_state_dict_strict', 'no_weight_init',
+           'empty_model', 'check_finite', 'model_from_state_dict', 'CheckpointError', 'regular_file_size',
+           'read_bounded', 'check_safetensors_header', 'check_torch_zip', 'pickle_globals', 'checkpoint_globals',
+           'read_weights_file', 'load_pretrained', 'load_weights_only', 'atomic_torch_save', 'save_checkpoint',
+           'read_checkpoint', 'load_checkpoint', 'bundled_model_path', 'load_bundled_model', 'hf_config_dict',
+           'generation_config_dict', 'is_model_folder', 'check_save_folder', 'check_fast_tokenizer',
+           'write_tokenizer_files', 'save_pretrained']
 
 # %% ../nbs/03_weights.ipynb #17e1eb5a
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -473,12 +476,135 @@ def hf_config_dict(cfg: GPT2Config) -> dict:
             "resid_pdrop": 0.1, "embd_pdrop": 0.1, "attn_pdrop": 0.1, "initializer_range": 0.02,
             "bos_token_id": 50256, "eos_token_id": 50256, "tie_word_embeddings": True}
 
-def save_pretrained(model: GPT2Model, folder: str | Path) -> Path:
-    "Write `config.json` + `model.safetensors` in transformers' GPT-2 format."
+# InferenceConfig fields that no generation_config.json can hold: a server takes them with each request
+PER_REQUEST_ONLY = {"presence_penalty": 0.0, "frequency_penalty": 0.0, "stop": ()}
+# fields written only when they are not transformers' default (beam search and the rarer filters)
+OPTIONAL_GENERATION = {"min_p": 0.0, "typical_p": 1.0, "no_repeat_ngram_size": 0, "num_beams": 1,
+                       "length_penalty": 1.0, "early_stopping": False, "num_return_sequences": 1}
+
+def generation_config_dict(config: InferenceConfig | None = None, bos_token_id: int | None = 50256,
+                           pad_token_id: int | None = 50256) -> dict:
+    "generation_config.json for `config` (default: InferenceConfig()), in transformers' GenerationConfig names."
+    config = (config or InferenceConfig()).validate()
+    if odd := next((k for k, v in PER_REQUEST_ONLY.items() if getattr(config, k) != v), None):
+        raise ValueError(f"InferenceConfig.{odd} has no place in generation_config.json: leave it at its default "
+                         f"to save, and pass it with each request to the server instead")
+    out = {"do_sample": not config.greedy, "max_new_tokens": config.max_new_tokens,
+           "repetition_penalty": config.repetition_penalty, "bos_token_id": bos_token_id,
+           "eos_token_id": config.eos_token_id, "pad_token_id": pad_token_id}
+    if config.greedy:
+        out["temperature"] = 0.0    # unused by transformers when do_sample is False; vLLM reads it as greedy
+    else:
+        out.update(temperature=config.temperature, top_k=config.top_k, top_p=config.top_p)
+    out.update({k: getattr(config, k) for k, v in OPTIONAL_GENERATION.items() if getattr(config, k) != v})
+    return out
+
+# %% ../nbs/03_weights.ipynb #2f3c6ab1
+def _write_synced(path: Path, data: bytes) -> None:
+    "Write `data` to `path` and flush it to the disk."
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+def _sync(path: Path) -> None:
+    "Flush a file or a folder's entries to the disk."
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+def is_model_folder(folder: Path) -> bool:
+    "A folder `save_pretrained` may replace: config.json and weights beside it, and files only (no subfolder)."
+    entries = list(os.scandir(folder))
+    names = {e.name for e in entries}
+    has_weights = bool(names & {"model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"})
+    return "config.json" in names and has_weights and not any(e.is_dir(follow_symlinks=False) for e in entries)
+
+def check_save_folder(folder: str | Path) -> Path:
+    "The folder to write: new, empty, or a model folder (replaced whole); ValueError for anything else."
+    folder = Path(folder).expanduser()
+    if folder.is_symlink() and folder.is_dir():
+        folder = folder.resolve()                     # replace the folder it names, not the link
+    if not folder.exists():
+        return folder
+    if not folder.is_dir():
+        raise ValueError(f"folder={str(folder)!r} is a file, not a folder: give a new folder's path")
+    if any(os.scandir(folder)) and not is_model_folder(folder):
+        shown = sorted(os.listdir(folder))[:3]
+        raise ValueError(f"folder={str(folder)!r} holds other files ({', '.join(shown)}) and is not a model folder: "
+                         f"give a new or empty folder (a model folder written before is replaced as a whole)")
+    return folder
+
+def check_fast_tokenizer(tokenizer):
+    "The Rust tokenizer behind `tokenizer`; TypeError unless it is a transformers fast tokenizer with a model to save."
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not hasattr(backend.model, "save"):
+        raise TypeError(f"tokenizer must be a transformers fast tokenizer (as load_tokenizer() returns), "
+                        f"not {type(tokenizer).__name__}")
+    return backend
+
+def write_tokenizer_files(tokenizer, folder: Path, context_window: int) -> None:
+    "tokenizer.json, tokenizer_config.json, vocab.json, merges.txt, special_tokens_map.json: as transformers has them."
+    backend = check_fast_tokenizer(tokenizer)
+    tokenizer.save_pretrained(folder)                # tokenizer.json + tokenizer_config.json
+    backend.model.save(str(folder))                  # the BPE's vocab.json + merges.txt, for tools that read only those
+    cfg_path = folder / "tokenizer_config.json"
+    tok_cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    tok_cfg["model_max_length"] = context_window     # not "unlimited": a server truncates and refuses by it
+    _write_synced(cfg_path, json.dumps(tok_cfg, indent=2).encode())
+    special = {k: v for k, v in tokenizer.special_tokens_map.items() if isinstance(v, str)}
+    _write_synced(folder / "special_tokens_map.json", json.dumps(special, indent=2).encode())
+
+def save_pretrained(model: GPT2Model, folder: str | Path, tokenizer=None,
+                    config: InferenceConfig | None = None) -> Path:
+    "Write a folder transformers and serving engines load as it is: config, weights, tokenizer, generation defaults."
     from safetensors.torch import save_file
-    folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
-    sd = {"transformer." + k: (v.t() if k.endswith(CONV1D_WEIGHTS) else v).detach().cpu().contiguous()
-          for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
-    (folder / "config.json").write_text(json.dumps(hf_config_dict(model.config), indent=2))
+    folder = check_save_folder(folder)
+    vocab = model.config.vocab_size
+    if tokenizer is not None:
+        check_fast_tokenizer(tokenizer)
+    if tokenizer is not None and len(tokenizer) > vocab:
+        raise ValueError(f"tokenizer has {len(tokenizer)} tokens, more than the model's {vocab}: "
+                         f"pass the tokenizer the model was trained with")
+    tokenizer = load_tokenizer() if tokenizer is None else tokenizer
+    if len(tokenizer) > vocab:                           # a teaching-sized vocabulary: GPT-2's tokenizer won't fit
+        warnings.warn(f"the model has {vocab} tokens, fewer than GPT-2's tokenizer: no tokenizer files written "
+                      f"(pass tokenizer= the one it was trained with)")
+        tokenizer = None
+    bos = tokenizer.bos_token_id if tokenizer is not None else 50256
+    pad = tokenizer.pad_token_id if tokenizer is not None and tokenizer.pad_token_id is not None else bos
+    generation = generation_config_dict(config, bos, pad)   # its ValueError comes before anything is written
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    old = None
+    try:
+        sd = {"transformer." + k: (v.t() if k.endswith(CONV1D_WEIGHTS) else v).detach().cpu().contiguous()
+              for k, v in model.state_dict().items() if k != "lm_head.weight"}
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        _sync(tmp / "model.safetensors")
+        _write_synced(tmp / "config.json", json.dumps(hf_config_dict(model.config), indent=2).encode())
+        _write_synced(tmp / "generation_config.json", json.dumps(generation, indent=2).encode())
+        if tokenizer is not None:
+            write_tokenizer_files(tokenizer, tmp, model.config.n_positions)
+        for p in tmp.iterdir():
+            _sync(p)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)                   # mkdtemp makes it private; a model folder is an ordinary one
+        if folder.exists() and any(os.scandir(folder)):  # a model folder written before: set it aside, then swap
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
+            os.replace(folder, old)                      # rename onto an empty folder
+        os.replace(tmp, folder)                          # new (or empty): one rename, all files or none
+        _sync(folder.parent)
+    except BaseException:
+        if old is not None and not folder.exists():
+            os.replace(old, folder)                      # put the old folder back
+        elif old is not None:
+            shutil.rmtree(old, ignore_errors=True)       # the new folder is in place (or the old never moved)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return folder

@@ -8,6 +8,7 @@ from gpt2_learn import weights as W
 
 TINY = dict(vocab_size=100, n_positions=32, n_embd=32, n_layer=2, n_head=2)
 AS_LIMIT = 2 * 1024**3          # a normal load of a tiny model in a child peaks near 0.6 GB of address space
+pytestmark = pytest.mark.filterwarnings("ignore:the model has 100 tokens")   # TINY: no tokenizer files, said once
 
 
 def tiny(seed: int = 0) -> GPT2Model:
