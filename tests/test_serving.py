@@ -1,5 +1,5 @@
 "A folder from `save_pretrained` that serving engines load as is (issue 23.2): files, tokenizer, generation defaults."
-import json, os, warnings
+import dataclasses, json, os, warnings
 import pytest
 import torch
 from gpt2_learn.config import GPT2Config, InferenceConfig
@@ -32,7 +32,7 @@ def ours_greedy(model, prompt: str, **kw) -> str:
 
 @pytest.mark.parametrize("which", ["bundled", "relu"])
 def test_pipeline_loads_the_folder_as_is_and_greedy_equals_ours(tmp_path, which):
-    "transformers' pipeline on the folder (no remote code): our defaults come with it; greedy text = ours, both ways."
+    "transformers' pipeline on the folder (no remote code) samples as ours does by default; greedy text = ours."
     import transformers
     model = W.load_bundled_model() if which == "bundled" else relu_model()
     config = None if which == "bundled" else InferenceConfig(temperature=0.7, top_k=10, top_p=0.9, min_p=0.05,
@@ -47,6 +47,10 @@ def test_pipeline_loads_the_folder_as_is_and_greedy_equals_ours(tmp_path, which)
         assert getattr(got, name) == getattr(want, name), name
     assert (got.eos_token_id, got.bos_token_id, got.pad_token_id) == (50256, 50256, 50256)
     if config is not None: assert got.min_p == 0.05
+    torch.manual_seed(0)                                     # a plain call: sampled, with the folder's defaults
+    theirs = pipe(PROMPTS[0], return_full_text=False)[0]["generated_text"]
+    sampled = dataclasses.replace(want, seed=0, stream=False)
+    assert theirs == TextGenerator.from_model(model).generate_text(PROMPTS[0], sampled)   # token for token
     for prompt in PROMPTS:
         theirs = pipe(prompt, do_sample=False, max_new_tokens=20, return_full_text=False)[0]["generated_text"]
         assert theirs == ours_greedy(model, prompt, repetition_penalty=want.repetition_penalty), prompt
