@@ -508,7 +508,9 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 def _sync(path: Path) -> None:
-    "Flush a file or a folder's entries to the disk."
+    "Flush a file or (on POSIX, where a folder can be opened) a folder's entries to the disk."
+    if os.name != "posix" and path.is_dir():
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -524,7 +526,7 @@ def is_model_folder(folder: Path) -> bool:
 
 def check_save_folder(folder: str | Path) -> Path:
     "The folder to write: new, empty, or a model folder (replaced whole); ValueError for anything else."
-    folder = Path(folder).expanduser()
+    folder = Path(os.path.abspath(Path(folder).expanduser()))   # "." and "out/" have a parent and a name
     if folder.is_symlink() and folder.is_dir():
         folder = folder.resolve()                     # replace the folder it names, not the link
     if not folder.exists():
@@ -594,13 +596,15 @@ def save_pretrained(model: GPT2Model, folder: str | Path, tokenizer=None,
         os.umask(umask)
         os.chmod(tmp, 0o777 & ~umask)                   # mkdtemp makes it private; a model folder is an ordinary one
         if folder.exists() and any(os.scandir(folder)):  # a model folder written before: set it aside, then swap
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".old"))
-            os.replace(folder, old)                      # rename onto an empty folder
-        os.replace(tmp, folder)                          # new (or empty): one rename, all files or none
+            old = tmp.with_suffix(".old")                # a name as unique as the temporary folder's
+            os.rename(folder, old)
+        elif folder.exists():
+            os.rmdir(folder)                             # an empty folder: make way (rename onto it is POSIX-only)
+        os.rename(tmp, folder)                           # one rename: all the files or none
         _sync(folder.parent)
     except BaseException:
-        if old is not None and not folder.exists():
-            os.replace(old, folder)                      # put the old folder back
+        if old is not None and old.exists() and not folder.exists():
+            os.rename(old, folder)                       # put the old folder back
         elif old is not None:
             shutil.rmtree(old, ignore_errors=True)       # the new folder is in place (or the old never moved)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -75,6 +75,9 @@ def test_tokenizer_files_load_through_ours_and_transformers(tmp_path):
         assert (tok.eos_token_id, tok.pad_token_id, tok.bos_token_id) == (50256, 50256, 50256)
     assert loaded[2].model_max_length == 256                            # the bundled model's context window
     assert loaded[2].padding_side == "left"
+    from gpt2_learn.inference import load_model
+    _, tok = load_model(str(folder), device="cpu")                     # the CLI's loader: the folder's own files
+    assert tok.encode(TEXTS[1]) == reference.encode(TEXTS[1])
     special = json.loads((folder / "special_tokens_map.json").read_text())
     assert special == {k: "<|endoftext|>" for k in ("bos_token", "eos_token", "unk_token", "pad_token")}
 
@@ -127,7 +130,9 @@ def test_folder_rules_refuse_replace_and_never_leave_half_a_model(tmp_path, monk
     written = {p.name for p in (tmp_path / "tiny").iterdir()}
     assert written == {"config.json", "model.safetensors", "generation_config.json"}
     (tmp_path / "empty").mkdir()
-    W.save_pretrained(model, tmp_path / "empty")                            # an empty folder is filled
+    monkeypatch.chdir(tmp_path / "empty")
+    assert W.save_pretrained(model, ".") == tmp_path / "empty"             # an empty folder is filled (even ".")
+    monkeypatch.chdir(tmp_path)                                             # "." was replaced by a new folder
     folder = W.save_pretrained(model, tmp_path / "m")
     (folder / "pytorch_model.bin").write_bytes(b"stale")                    # an older export's file
     before = (folder / "model.safetensors").read_bytes()
@@ -141,5 +146,15 @@ def test_folder_rules_refuse_replace_and_never_leave_half_a_model(tmp_path, monk
         W.save_pretrained(bigger, folder)
     assert (folder / "model.safetensors").read_bytes() == before and json.loads(
         (folder / "config.json").read_text())["n_layer"] == 1
+    monkeypatch.undo()
+    rename = os.rename
+    def swap_fails(src, dst):                                # the old folder is set aside, the new one cannot follow
+        if str(src).endswith(".tmp"): raise OSError("swap failed")
+        rename(src, dst)
+    monkeypatch.setattr(os, "rename", swap_fails)
+    with pytest.raises(OSError, match="swap failed"):
+        W.save_pretrained(bigger, folder)
+    assert (folder / "model.safetensors").read_bytes() == before          # put back
+    assert {p.name for p in folder.iterdir()} == SERVING_FILES
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file", "m", "project", "tiny"]   # no temporary left
     assert not (tmp_path / "never").exists()
