@@ -163,10 +163,10 @@ class GPT2Model(nn.Module):
         from gpt2_learn.generation import generate
         return generate(self, input_ids, max_new_tokens, config, **kwargs)
 
-    def save_pretrained(self, folder):
-        "Write a transformers-format folder (config.json + model.safetensors)."
+    def save_pretrained(self, folder, tokenizer=None, config=None):
+        "Write a folder transformers and serving engines load: config, weights, tokenizer, generation defaults."
         from gpt2_learn.weights import save_pretrained
-        return save_pretrained(self, folder)
+        return save_pretrained(self, folder, tokenizer, config)
 
     def _apply(self, fn, recurse=True):
         "`.to()`, `.half()`, `.cuda()`, ...: the layout that suits the new dtype and device; captured decoders (old tensors) go."

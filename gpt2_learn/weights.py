@@ -16,14 +16,14 @@ from .model import GPT2Model, resolve_device, resolve_dtype, stream_friendly_lay
 # %% auto #0
 __all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'BLOCK_KEY', 'INITIALISERS', 'JSON_MAX_BYTES', 'SAFETENSORS_HEADER_MAX',
            'SAFETENSORS_ITEMSIZE', 'STRING_OPS', 'HUB_IDS', 'BUNDLED_MODEL_NOTE', 'PER_REQUEST_ONLY',
-           'OPTIONAL_GENERATION', 'normalize_keys', 'convert_hf_state_dict', 'count_blocks', 'config_from_state_dict',
-           'check_keys', 'weight_shapes', 'check_weights_fit', 'load_state_dict_strict', 'no_weight_init',
-           'empty_model', 'check_finite', 'model_from_state_dict', 'CheckpointError', 'regular_file_size',
-           'read_bounded', 'check_safetensors_header', 'check_torch_zip', 'pickle_globals', 'checkpoint_globals',
-           'read_weights_file', 'load_pretrained', 'load_weights_only', 'atomic_torch_save', 'save_checkpoint',
-           'read_checkpoint', 'load_checkpoint', 'bundled_model_path', 'load_bundled_model', 'hf_config_dict',
-           'generation_config_dict', 'is_model_folder', 'check_save_folder', 'check_fast_tokenizer',
-           'write_tokenizer_files', 'save_pretrained']
+           'OPTIONAL_GENERATION', 'MODEL_FOLDER_FILES', 'SHARD_NAME', 'normalize_keys', 'convert_hf_state_dict',
+           'count_blocks', 'config_from_state_dict', 'check_keys', 'weight_shapes', 'check_weights_fit',
+           'load_state_dict_strict', 'no_weight_init', 'empty_model', 'check_finite', 'model_from_state_dict',
+           'CheckpointError', 'regular_file_size', 'read_bounded', 'check_safetensors_header', 'check_torch_zip',
+           'pickle_globals', 'checkpoint_globals', 'read_weights_file', 'load_pretrained', 'load_weights_only',
+           'atomic_torch_save', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'bundled_model_path',
+           'load_bundled_model', 'hf_config_dict', 'generation_config_dict', 'is_model_folder', 'check_save_folder',
+           'check_fast_tokenizer', 'write_tokenizer_files', 'save_pretrained']
 
 # %% ../nbs/03_weights.ipynb #17e1eb5a
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -517,12 +517,19 @@ def _sync(path: Path) -> None:
     finally:
         os.close(fd)
 
+MODEL_FOLDER_FILES = {"config.json", "model.safetensors", "pytorch_model.bin", "model.safetensors.index.json",
+                      "pytorch_model.bin.index.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                      "vocab.json", "merges.txt", "special_tokens_map.json", "added_tokens.json"}
+SHARD_NAME = re.compile(r"(model|pytorch_model)-\d+-of-\d+\.(safetensors|bin)")
+
 def is_model_folder(folder: Path) -> bool:
-    "A folder `save_pretrained` may replace: config.json and weights beside it, and files only (no subfolder)."
+    "A folder `save_pretrained` may replace: config.json and weights, and nothing but a model folder's own files."
     entries = list(os.scandir(folder))
     names = {e.name for e in entries}
     has_weights = bool(names & {"model.safetensors", "pytorch_model.bin", "model.safetensors.index.json"})
-    return "config.json" in names and has_weights and not any(e.is_dir(follow_symlinks=False) for e in entries)
+    ours = lambda e: e.is_file(follow_symlinks=False) and (e.name in MODEL_FOLDER_FILES or SHARD_NAME.fullmatch(e.name))
+    only_model_files = all(ours(e) for e in entries)           # a user's own file (notes, a .pth) is never deleted
+    return "config.json" in names and has_weights and only_model_files
 
 def check_save_folder(folder: str | Path) -> Path:
     "The folder to write: new, empty, or a model folder (replaced whole); ValueError for anything else."

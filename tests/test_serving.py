@@ -115,6 +115,10 @@ def test_folder_rules_refuse_replace_and_never_leave_half_a_model(tmp_path, monk
     with pytest.raises(ValueError, match="folder=.*is not a model folder"):
         W.save_pretrained(model, project)
     assert sorted(os.listdir(project)) == ["config.json", "notes.txt"]
+    (project / "model.safetensors").write_bytes(b"weights")              # a model folder, but with the user's notes in it
+    with pytest.raises(ValueError, match="is not a model folder"):
+        W.save_pretrained(model, project)
+    assert sorted(os.listdir(project)) == ["config.json", "model.safetensors", "notes.txt"]
     (tmp_path / "file").write_text("x")
     with pytest.raises(ValueError, match="is a file"):
         W.save_pretrained(model, tmp_path / "file")
