@@ -177,10 +177,14 @@ def prepare_data(paths, cache_dir: str | Path, val_every: int = 20, tokenizer=No
 
 # %% ../nbs/09_train.ipynb #e80d3f52
 def get_batch(data: np.ndarray, batch_size: int, block_size: int, generator: torch.Generator,
-              device=None, starts: np.ndarray | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    "Random windows (starting anywhere, or at one of `starts`): inputs (B, T) and next-token targets (B, T), int64."
-    if starts is None: ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator).tolist()
-    else: ix = starts[torch.randint(len(starts), (batch_size,), generator=generator).numpy()].tolist()
+              device=None, starts: np.ndarray | None = None, rank: int = 0,
+              world: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows (starting anywhere, or at one of `starts`): inputs (B, T) and next-token targets (B, T), int64.
+    With `world` processes each draws the same `world * batch_size` windows and reads only its own rows (`rank`)."""
+    n = batch_size * world                         # the global batch: drawn alike everywhere, so 2 x 4 rows == 1 x 8
+    if starts is None: ix = torch.randint(len(data) - block_size, (n,), generator=generator).tolist()
+    else: ix = starts[torch.randint(len(starts), (n,), generator=generator).numpy()].tolist()
+    ix = ix[rank * batch_size:(rank + 1) * batch_size]
     w = torch.from_numpy(np.stack([np.asarray(data[i:i + block_size + 1], dtype=np.int64) for i in ix]))
     x, y = w[:, :-1], w[:, 1:]
     return (x.to(device), y.to(device)) if device is not None else (x, y)
@@ -252,7 +256,8 @@ class SeenVocabLoss:
         if len(self.unseen) > 1: model.wte.weight[self.unseen[1:]] = model.wte.weight[self.unseen[0]]
 
     def __call__(self, model: GPT2Model, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(model(input_ids, head=False), model.wte.weight[self.rows])   # (B, T, seen + 1)
+        wte = getattr(model, "module", model).wte                        # (the model itself, or inside DDP)
+        logits = F.linear(model(input_ids, head=False), wte.weight[self.rows])   # (B, T, seen + 1)
         return lm_loss(logits.float() + self.offset, self.column[targets])
 
     def nll_sum(self, model: GPT2Model, input_ids: torch.Tensor, targets: torch.Tensor) -> float:
@@ -432,6 +437,8 @@ def _check_resume(ckpt: dict, path: Path):
     if not (isinstance(ckpt["rng"], dict) and isinstance(ckpt["rng"].get("torch"), torch.Tensor)):
         bad("rng", "a dict of generator states")
     if not isinstance(ckpt["optimizer"], dict): bad("optimizer", "an optimizer state")
+    for name in ("world_size", "global_batch"):    # (absent from checkpoints of single-process runs before them)
+        if name in ckpt and not (count(ckpt[name]) and ckpt[name] >= 1): bad(name, "an integer >= 1")
 
 
 # %% ../nbs/09_train.ipynb #0063b2f2
@@ -531,21 +538,103 @@ class _QuietStream:
             except (OSError, ValueError): pass
     def __getattr__(self, name): return getattr(self.target, name)   # isatty, encoding, fileno: for tqdm
 
-def train(a: TrainArgs, log=None) -> dict:
-    "Run (or resume) training; returns the run's log (config, args, history, final numbers, stop_reason)."
-    a.validate()
-    out = Path(a.out_dir); device = resolve_device(a.device)     # ValueError: a device asked for and absent
-    if a.resume and not (out / "last.pth").is_file():
-        raise TrainError(f"--resume: no {out / 'last.pth'} to resume from")
-    with out_dir_lock(out): return _run(a, out, device, log)
+class _Dist:
+    """The processes of a `torchrun` launch (RANK, WORLD_SIZE, LOCAL_RANK in the environment), or a single process.
+    The collectives the loop needs go through here; each is a no-op for a single process."""
+    def __init__(self):
+        env = {k: os.environ.get(k) or d for k, d in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"))}
+        try:
+            self.rank, self.world, self.local = (int(env[k]) for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
+        except ValueError:
+            raise TrainError(f"RANK, WORLD_SIZE and LOCAL_RANK must be integers (torchrun sets them), "
+                             f"got {env}") from None
+        self.launched = "WORLD_SIZE" in os.environ
+        self.on = self.world > 1
+        self.backend = None
 
-def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
+    def start(self, device_name: str) -> torch.device:
+        "This rank's device (cuda:LOCAL_RANK on GPUs), after joining the process group (NCCL on GPUs, gloo on CPUs)."
+        device = resolve_device(device_name)       # ValueError: a device asked for and absent
+        if not self.on:
+            return device
+        if device.type not in ("cuda", "cpu"):
+            raise TrainError(f"--device {device_name}: training on several processes runs on CUDA GPUs or CPUs")
+        if device.type == "cuda":
+            device = torch.device("cuda", self.local)
+            torch.cuda.set_device(device)
+        try:
+            seconds = float(os.environ.get("GPT2_LEARN_DIST_TIMEOUT", "600"))
+        except ValueError:
+            raise TrainError("GPT2_LEARN_DIST_TIMEOUT must be a number of seconds") from None
+        import torch.distributed as dist
+        from datetime import timedelta
+        self.backend = "nccl" if device.type == "cuda" else "gloo"
+        self.comm = device if self.backend == "nccl" else torch.device("cpu")
+        dist.init_process_group(self.backend, timeout=timedelta(seconds=seconds))   # a silent peer: an error, no hang
+        return device
+
+    def close(self):
+        if self.backend is not None:
+            import torch.distributed as dist
+            self.backend = None
+            dist.destroy_process_group()
+
+    def all_sum(self, values: list[float]) -> list[float]:
+        "Each value summed over the ranks (in float64)."
+        if not self.on:
+            return list(values)
+        import torch.distributed as dist
+        t = torch.tensor(values, dtype=torch.float64, device=self.comm)
+        dist.all_reduce(t)
+        return t.tolist()
+
+    def from_rank0(self, value: float) -> float:
+        "Rank 0's `value` on every rank: for a decision all ranks must take together."
+        if not self.on:
+            return value
+        import torch.distributed as dist
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.comm)
+        dist.broadcast(t, 0)
+        return t.item()
+
+    def barrier(self):
+        if self.on:
+            import torch.distributed as dist
+            dist.barrier()
+
+def train(a: TrainArgs, log=None) -> dict:
+    """Run (or resume) training; returns the run's log (config, args, history, final numbers, stop_reason).
+    Under `torchrun` each process is one rank of a DistributedDataParallel run; rank 0 alone logs and writes."""
+    a.validate()
+    dd = _Dist()
+    out = Path(a.out_dir)
+    device = dd.start(a.device)
+    try:
+        if a.resume and not (out / "last.pth").is_file():
+            raise TrainError(f"--resume: no {out / 'last.pth'} to resume from")
+        with out_dir_lock(out) if dd.rank == 0 else nullcontext():   # the one writer holds the folder
+            return _run(a, out, device, log, dd)
+    finally:
+        dd.close()
+
+def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = None) -> dict:
     "The run itself, `out` locked."
+    dd = dd or _Dist()
+    if dd.rank != 0:
+        log = None                                 # one voice: rank 0's
     def say(msg: str):
         nonlocal log
         try: log and log(msg)
         except OSError: log = None                 # a log that writes to a closed stream: stop logging, not training
-    train_data, val_data, meta = prepare_data(a.data, a.cache_dir or out / "tokens")
+    global_batch = a.batch_size * a.grad_accum * dd.world
+    if dd.launched:
+        say(f"training on {dd.world} process{'es' if dd.world > 1 else ''} ({dd.backend or 'no process group'}, "
+            f"{device}{', ...' if dd.on else ''}): a global batch of {global_batch} sequences of {a.block_size} tokens")
+    if dd.rank == 0:                               # one rank tokenizes, the others then find the cache
+        train_data, val_data, meta = prepare_data(a.data, a.cache_dir or out / "tokens")
+    dd.barrier()
+    if dd.rank != 0:
+        train_data, val_data, meta = prepare_data(a.data, a.cache_dir or out / "tokens")
     try: ckpt = read_checkpoint(out / "last.pth") if a.resume else None
     except CheckpointError as e:                   # torn by a full disk, cut short by a copy: say what to do instead
         best = out / "best_model.pth"
@@ -570,6 +659,10 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
         if len(d) <= a.block_size: raise TrainError(f"too little data: {len(d)} {name} tokens for --block_size {a.block_size}; "
                                                     f"add text or lower --block_size")
     model.to(device).train()
+    net = model                                    # what the training step calls: the model, or its DDP wrapper
+    if dd.on:                                      # a replica per rank; gradients averaged over the ranks in backward
+        from torch.nn.parallel import DistributedDataParallel
+        net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
     opt = torch.optim.AdamW(param_groups(model, a.weight_decay), lr=a.lr, betas=(0.9, 0.95), eps=1e-8,
                             fused=device.type == "cuda")
     gen = torch.Generator().manual_seed(a.seed)
@@ -587,7 +680,17 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
         on_disk = _best_on_disk(out / "best_model.pth")   # killed between best_model.pth and last.pth: the file knows
         if on_disk is not None and on_disk < best_val: best_val = on_disk
         say(f"resumed from {out / 'last.pth'} at step {step}")
+        was, gb0 = ckpt.get("world_size", 1), ckpt.get("global_batch")
+        if was != dd.world or (gb0 is not None and gb0 != global_batch):
+            same = gb0 == global_batch and ckpt.get("train_args", {}).get("grad_accum") == a.grad_accum
+            say(f"note: it was trained on {was} process{'es' if was > 1 else ''} with a global batch of {gb0 or '?'} "
+                f"sequences, now {dd.world} with {global_batch}: " + ("the batches continue as before" if same else
+                "the batches from here on differ from those of an uninterrupted run"))
+        if dd.on and cfg.dropout > 0:
+            say(f"note: only rank 0's dropout generator is saved: ranks 1 to {dd.world - 1} start new ones")
     else: torch.manual_seed(a.seed)
+    if dd.rank != 0:                               # its own dropout masks (rank 0 keeps the single-process stream)
+        torch.manual_seed(a.seed + 1_000_003 * dd.rank + step)
     bf16 = a.autocast == "bf16" or (a.autocast == "auto" and native_bf16(device))
     amp = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext()
     seen_loss = SeenVocabLoss(train_data, cfg.vocab_size).to(device) if a.output_vocab == "seen" else None
@@ -596,24 +699,32 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
         seen_loss.tie(model)
         if a.init and ckpt is None: say(f"note: --output_vocab seen ties the rows of the {len(seen_loss.unseen):,} tokens "
                                         f"absent from the training data into one")
-    tokens_per_step = a.batch_size * a.block_size * a.grad_accum
+    tokens_per_step = global_batch * a.block_size
     save_every = a.save_interval or a.eval_interval
-    val_windows = np.linspace(0, len(val_data) - a.block_size - 1, a.eval_batches * a.batch_size).astype(np.int64)
+    n_val = a.eval_batches * a.batch_size * dd.world   # the same windows for any split of the global batch
+    val_windows = np.linspace(0, len(val_data) - a.block_size - 1, n_val).astype(np.int64)
     info = {"data": meta, "config": cfg.to_dict(), "args": {k: (list(map(str, v)) if k == "data" else v)
             for k, v in asdict(a).items()}, "device": str(device), "bf16": bf16,
-            "tokens_per_step": tokens_per_step}
+            "tokens_per_step": tokens_per_step, "world_size": dd.world, "global_batch": global_batch}
+    alone = False                                  # True once the other ranks may be gone: no more collectives
 
     def val_loss() -> float:
-        model.eval(); losses = []
+        "Each rank scores its share of the windows; the sums are all-reduced: every rank gets the same number."
+        model.eval()
+        total, count = 0.0, 0
+        mine = val_windows[dd.rank::dd.world]
         with torch.no_grad():
-            for s in range(0, len(val_windows), a.batch_size):
+            for s in range(0, len(mine), a.batch_size):
                 w = torch.from_numpy(np.stack([np.asarray(val_data[i:i + a.block_size + 1], dtype=np.int64)
-                                               for i in val_windows[s:s + a.batch_size]])).to(device)
-                with amp: losses.append(lm_loss(model(w[:, :-1]), w[:, 1:]).item())
-        model.train(); return float(np.mean(losses))
+                                               for i in mine[s:s + a.batch_size]])).to(device)
+                with amp: total += lm_loss(model(w[:, :-1]), w[:, 1:]).item() * len(w)
+                count += len(w)
+        model.train()
+        total, count = dd.all_sum([total, count])
+        return total / count
 
-    def step_loss(x, y) -> torch.Tensor:
-        with amp: return seen_loss(model, x, y) if seen_loss is not None else lm_loss(model(x), y)
+    def step_loss(x, y, m=model) -> torch.Tensor:
+        with amp: return seen_loss(m, x, y) if seen_loss is not None else lm_loss(m(x), y)
 
     def check_params():
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()): raise _Diverged(step, "weights", "non-finite")
@@ -624,15 +735,20 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
         if x is None: return                       # no step yet: the weights are the initial or the resumed ones
         model.eval()                               # no dropout, so no random numbers drawn: resume stays exact
         with torch.no_grad(): v = step_loss(x, y).item()
-        model.train(); _finite("loss", v, step)
+        model.train()
+        if not alone:
+            v = dd.all_sum([v])[0]                 # one rank's non-finite loss stops them all
+        _finite("loss", v, step)
 
     def checkpoint(path: Path):
         nonlocal last_good, last_saved
         with stops.hold():
             check_weights()                        # a good last.pth is never replaced by a diverged one
-            _write_checkpoint(model, path, step=step, optimizer=opt.state_dict(), batch_rng=rng_now[0], rng=rng_now[1],
-                              best_val=best_val, tokens_seen=tokens_seen, history=history, data_key=meta["key"],
-                              elapsed=elapsed0 + time.time() - t0, train_args=info["args"])
+            if dd.rank == 0:                       # the replicas are equal: one writes
+                _write_checkpoint(model, path, step=step, optimizer=opt.state_dict(), batch_rng=rng_now[0],
+                                  rng=rng_now[1], best_val=best_val, tokens_seen=tokens_seen, history=history,
+                                  data_key=meta["key"], elapsed=elapsed0 + time.time() - t0, train_args=info["args"],
+                                  world_size=dd.world, global_batch=global_batch)
             last_good, last_saved = path, step
 
     def save_best(vl: float):
@@ -640,8 +756,13 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
         nonlocal best_val
         with stops.hold():
             check_params()                         # weights the loss does not see (wpe's far rows) may have blown up
-            _write_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
+            if dd.rank == 0:
+                _write_checkpoint(model, out / "best_model.pth", step=step, val_loss=vl, tokens_seen=tokens_seen)
             best_val = vl
+
+    def save_log(log: dict):
+        if dd.rank == 0:
+            _save_log(out, log)
 
     def evaluation() -> float:
         vl = _finite("validation loss", val_loss(), step)
@@ -651,26 +772,34 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
 
     from tqdm.auto import tqdm
     err = _QuietStream(sys.stderr)
-    bar = tqdm(total=a.max_steps, initial=step, disable=not (a.progress if a.progress is not None else bool(sys.stderr and sys.stderr.isatty())),
+    show = a.progress if a.progress is not None else bool(sys.stderr and sys.stderr.isatty())
+    bar = tqdm(total=a.max_steps, initial=step, disable=dd.rank > 0 or not show,
                dynamic_ncols=True, file=err)
     t0, stop_reason, last_saved, step0 = time.time(), "max_steps", step, step
-    loss_ema = lr = gnorm = x = y = diverged = None
+    loss_ema = lr = gnorm = x = y = diverged = lost = None
     last_good = out / "last.pth" if ckpt is not None else None   # the newest last.pth this run may point a resume at
     rng_now = (gen.get_state(), _rng_state(device))              # the generators' states after the last finished step
     with StopSignals() as stops:
         try:
             while step < a.max_steps:
                 spent = elapsed0 + time.time() - t0
+                if a.time_budget is not None:
+                    spent = dd.from_rank0(spent)   # one clock for all ranks: they stop (and schedule) together
                 if a.time_budget is not None and spent >= a.time_budget: stop_reason = "time_budget"; break
                 by_time = a.schedule_by_time and a.time_budget
                 sched_step = max(step, int(spent / a.time_budget * a.max_steps)) if by_time else step
                 ts = time.time(); lr = lr_at(sched_step, a.max_steps, a.lr, a.warmup, a.min_lr)
                 for g in opt.param_groups: g["lr"] = lr
                 loss_sum = 0.0
-                for _ in range(a.grad_accum):
-                    x, y = get_batch(train_data, a.batch_size, a.block_size, gen, device, starts)
-                    loss = step_loss(x, y) / a.grad_accum
-                    loss.backward(); loss_sum += loss.item()
+                for i in range(a.grad_accum):
+                    x, y = get_batch(train_data, a.batch_size, a.block_size, gen, device, starts, dd.rank, dd.world)
+                    last = i == a.grad_accum - 1
+                    with net.no_sync() if dd.on and not last else nullcontext():   # all-reduce once, at the last
+                        loss = step_loss(x, y, net) / a.grad_accum
+                        loss.backward()
+                    loss_sum += loss.item()
+                if dd.on:                          # the global batch's loss: the same on every rank
+                    loss_sum = dd.all_sum([loss_sum])[0] / dd.world
                 gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), a.grad_clip).item()
                 _finite("training loss", loss_sum, step + 1)   # before the update spreads it
                 _finite("gradient norm", gnorm, step + 1)
@@ -694,22 +823,33 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
                         save_best(vl)
                         msg += " (best)"
                     bar.write(msg, file=err) if not bar.disable else say(msg)
-                    _save_log(out, {**info, "history": history})
+                    save_log({**info, "history": history})
                 if step % save_every == 0: checkpoint(out / "last.pth")
         except KeyboardInterrupt: stop_reason = "interrupted"
         except _Diverged as e: stop_reason, diverged = "diverged", e
+        except RuntimeError as e:                  # another rank died: a collective failed (before any update)
+            if not dd.on or isinstance(e, torch.OutOfMemoryError):   # (this rank's own failure: said as such)
+                raise
+            stop_reason, lost = "lost", e
         finally:
             stops.stopping = True                  # the run is ending: a second signal must not cost the steps kept
             bar.close()
+        alone = dd.on and stop_reason in ("interrupted", "lost")   # the others may be gone: no collectives
         try:
             if stop_reason == "time_budget" and step > 0 and (not history or history[-1]["step"] != step):
                 vl = evaluation()
                 say(f"step {step}: val {vl:.4f} (time budget spent)")
                 if vl < best_val: save_best(vl)
-            if stop_reason != "diverged" and not (out / "best_model.pth").exists():   # stopped before the first evaluation
+            no_best = not (out / "best_model.pth").exists()
+            if dd.on and not alone:
+                no_best = bool(dd.from_rank0(no_best))   # rank 0's folder decides
+            if stop_reason != "diverged" and not alone and no_best:   # stopped before the first evaluation
                 check_weights()
                 save_best(_finite("validation loss", val_loss(), step))   # before last.pth, which records best_val
-            if stop_reason != "diverged" and (last_saved != step or not (out / "last.pth").exists()):
+            need_last = last_saved != step or not (out / "last.pth").exists()
+            if dd.on and not alone:
+                need_last = bool(dd.from_rank0(need_last))
+            if stop_reason != "diverged" and need_last:
                 checkpoint(out / "last.pth")
         except _Diverged as e: stop_reason, diverged = "diverged", e
         if stops.received and stop_reason in ("max_steps", "time_budget"):
@@ -718,7 +858,10 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log) -> dict:
                   "stop_reason": stop_reason, "elapsed": round(elapsed0 + time.time() - t0, 1)}
         if diverged: result["diverged"] = {"step": diverged.step, "what": diverged.what, "value": diverged.value,
                                            "last_good": str(last_good) if last_good else None}
-        _save_log(out, result)
+        if lost is not None:
+            why = re.sub(r"^\[[^\]]*\]\s*", "", _message(lost))   # gloo's "[file:line] what. More words."
+            result["lost"] = why.split(". ")[0]
+        save_log(result)
     return result
 
 # %% ../nbs/09_train.ipynb #75c2c7dd
@@ -807,8 +950,17 @@ def main(argv=None) -> int:
     if sys.stderr is None: sys.stderr = open(os.devnull, "w", encoding="utf-8")   # 2>&-: the run goes on, silently
     args = build_parser().parse_args(argv)
     err = _QuietStream(sys.stderr)                 # a closed stderr silences the messages, never the run
-    def put(line: str): err.write(f"{line}\n")
-    def fail(e, code): put(f"{_prog()}: error: {_message(e) if isinstance(e, BaseException) else e}"); return code
+    rank = os.environ.get("RANK", "0")
+    quiet = rank not in ("", "0")                  # a torchrun rank > 0: only its own errors, rank 0 says the rest
+    def put(line: str):
+        if not quiet:
+            err.write(f"{line}\n")
+    def fail(e, code):
+        msg = f"{_prog()}: error: {_message(e) if isinstance(e, BaseException) else e}"
+        if quiet and not isinstance(e, TrainError):   # (a bad argument: every rank has it, rank 0 says it)
+            err.write(f"{msg} (rank {rank})\n")
+        put(msg)
+        return code
     if args.corpus_bytes < 1: return fail(f"--corpus_bytes must be >= 1, got {args.corpus_bytes}", 2)
     if args.build_corpus:
         try: out = build_python_corpus(args.build_corpus, args.corpus_bytes)
@@ -837,6 +989,10 @@ def main(argv=None) -> int:
         for s, h in old.items(): signal.signal(s, h)
         if _restore_interrupts is not None:        # the program is ending: a late signal must not make it -2/-15
             for s in [signal.SIGINT, *old]: signal.signal(s, signal.SIG_IGN)
+    if r["stop_reason"] == "lost":                 # (rank 0 saved last.pth; it says so)
+        last = Path(a.out_dir) / "last.pth"
+        return 1 if quiet else fail(f"another training process ended ({r['lost']}); {last} holds step {r['step']}: "
+                                    f"run again with --resume (on any number of processes)", 1)
     if r["stop_reason"] == "diverged":
         d = r["diverged"]
         fix = (f"the last good checkpoint is {d['last_good']}: lower --lr (now {a.lr:g}) and --resume from it" if d["last_good"]
