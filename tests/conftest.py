@@ -84,3 +84,11 @@ def interrupt_while_importing_torch(argv, env):
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     return p.returncode, err
+
+
+def tiny_corpus_text(lines: int = 400) -> str:
+    "A small, repetitive generated text (about 20k characters): easy to learn in a few dozen steps."
+    import numpy as np
+    rng = np.random.default_rng(0)
+    words = ["def", "return", "self", "value", "import", "class", "for", "in", "if", "None", "print", "list"]
+    return "".join(f"def f{i}(x):\n    return x + {i % 7}\n" + " ".join(rng.choice(words, 6)) + "\n" for i in range(lines))

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_corpus_text
 import torch
 
 from gpt2_learn.train import TrainArgs, main, train
@@ -16,11 +17,8 @@ TINY = dict(n_layer=1, n_head=2, n_embd=32, n_positions=64, block_size=32, lr=1e
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     "A small generated text and its token cache, shared by the runs."
-    rng = np.random.default_rng(0)
-    words = ["def", "return", "self", "value", "import", "class", "for", "in", "if", "None", "print", "list"]
-    lines = [f"def f{i}(x):\n    return x + {i % 7}\n" + " ".join(rng.choice(words, 6)) + "\n" for i in range(400)]
     d = tmp_path_factory.mktemp("data")
-    (d / "corpus.txt").write_text("".join(lines))
+    (d / "corpus.txt").write_text(tiny_corpus_text())
     return d
 
 

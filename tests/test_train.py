@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import tiny_corpus_text
 import torch
 
 from gpt2_learn.model import GPT2Model
@@ -18,11 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory):
     "A small, repetitive generated text (about 20k characters): easy to learn in a few dozen steps."
-    rng = np.random.default_rng(0)
-    words = ["def", "return", "self", "value", "import", "class", "for", "in", "if", "None", "print", "list"]
-    lines = [f"def f{i}(x):\n    return x + {i % 7}\n" + " ".join(rng.choice(words, 6)) + "\n" for i in range(400)]
     p = tmp_path_factory.mktemp("data") / "corpus.txt"
-    p.write_text("".join(lines))
+    p.write_text(tiny_corpus_text())
     return p
 
 
