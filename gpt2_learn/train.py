@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from .model import GPT2Model, resolve_device
 from .tokenizer import load_tokenizer
-from .weights import (CheckpointError, atomic_torch_save, check_weights_fit, load_checkpoint,
+from .weights import (CheckpointError, atomic_torch_save, check_torch_zip, check_weights_fit, load_checkpoint,
                                 load_pretrained, load_state_dict_strict, read_checkpoint, save_checkpoint)
 if _restore_interrupts: _restore_interrupts()                             # the imports are done: KeyboardInterrupt again
 
@@ -413,7 +413,9 @@ def _write_checkpoint(model: GPT2Model, path: Path, **extra) -> Path:
 
 def _best_on_disk(path: Path) -> float | None:
     "The validation loss best_model.pth records (None if it is absent, unreadable or not a loss): the best so far."
-    try: v = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("val_loss")   # mmap: cheap
+    try:
+        check_torch_zip(path, verify_crc=False)    # stored entries that fit the file: no bomb, even here
+        v = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("val_loss")   # mmap: cheap
     except Exception: return None
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 else None
 
