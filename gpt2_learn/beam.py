@@ -31,7 +31,8 @@ def reorder_cache(cache: KVCache, index: torch.Tensor) -> KVCache:
 
 def _gather(t: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     "Rows `idx` (B, n) of `t` (B, K, ...) along the beam axis."
-    while idx.dim() < t.dim(): idx = idx.unsqueeze(-1)
+    while idx.dim() < t.dim():
+        idx = idx.unsqueeze(-1)
     return torch.take_along_dim(t, idx, dim=1)
 
 def _could_improve(still: torch.Tensor, running_scores: torch.Tensor, finished_scores: torch.Tensor,
@@ -59,8 +60,10 @@ def beam_search(model, input_ids, attention_mask: torch.Tensor | None = None, co
     device, n_ctx = model.device, model.config.n_positions
     input_ids = input_ids.to(device)
     B, T0 = input_ids.shape
-    if T0 == 0: raise ValueError("the prompt is empty: give at least one token")
-    if T0 >= n_ctx: raise ValueError(f"the prompt is {T0} tokens; the context window is {n_ctx}: shorten it")
+    if T0 == 0:
+        raise ValueError("the prompt is empty: give at least one token")
+    if T0 >= n_ctx:
+        raise ValueError(f"the prompt is {T0} tokens; the context window is {n_ctx}: shorten it")
     n_new = min(config.max_new_tokens, n_ctx - T0)
     if n_new < config.max_new_tokens:
         warnings.warn(f"max_new_tokens={config.max_new_tokens} clipped to {n_new}: the prompt ({T0}) and the new "
@@ -82,7 +85,8 @@ def beam_search(model, input_ids, attention_mask: torch.Tensor | None = None, co
     is_finished = torch.zeros((B, K), dtype=torch.bool, device=device)
     still = torch.ones((B, 1), dtype=torch.bool, device=device)  # may a running beam still improve?
     mask = torch.ones((B * K, total), dtype=torch.long, device=device)
-    if attention_mask is not None: mask[:, :T0] = attention_mask.to(device).repeat_interleave(K, dim=0)
+    if attention_mask is not None:
+        mask[:, :T0] = attention_mask.to(device).repeat_interleave(K, dim=0)
     tree = [] if record_tree else None
 
     cache = KVCache(model.config, B, total, device, model.dtype)                 # 1. prefill once per prompt
@@ -101,7 +105,8 @@ def beam_search(model, input_ids, attention_mask: torch.Tensor | None = None, co
         cand = _gather(running, parent)
         cand[:, :, cur] = token
         ends = torch.full_like(token, cur + 1 >= total, dtype=torch.bool)
-        if eos is not None: ends = ends | (token == eos)
+        if eos is not None:
+            ends = ends | (token == eos)
         alive = top_scores + ends.float() * -1.0e9                                    # 4. K unfinished go on
         nxt = torch.topk(alive, K)[1]
         running, running_scores = _gather(cand, nxt), _gather(alive, nxt)
@@ -122,7 +127,8 @@ def beam_search(model, input_ids, attention_mask: torch.Tensor | None = None, co
         reorder_cache(cache, (_gather(parent, nxt) + offsets).view(-1))              # 6. the cache follows
         still = _could_improve(still, running_scores, finished_scores, is_finished, step + 1, n_new, config)
         all_full = bool(is_finished.all()) and config.early_stopping is True
-        if not bool(still.any()) or all_full or bool(ends.all()) or step + 1 == n_new: break
+        if not bool(still.any()) or all_full or bool(ends.all()) or step + 1 == n_new:
+            break
         last = running[:, :, cur].reshape(B * K, 1)                                  # 7. decode K tokens a prompt
         logits = model(last, kv_cache=cache, attention_mask=mask[:, :cur + 1], last_only=True)[:, -1]
     R = config.num_return_sequences
@@ -141,7 +147,8 @@ def _best_path(tree: list, generated: list[int], row: int) -> list[int]:
             if parent_ok and int(t["token"][row, j]) == generated[step]:
                 path.append(j)
                 break
-        else: break
+        else:
+            break
         kept = t["kept"][row].tolist()
         slot = kept.index(j) if j in kept else None
     return path
@@ -150,7 +157,8 @@ def plot_beam_tree(result: BeamResult, tokenizer, prompt_len: int, row: int = 0,
     "Draw the recorded beam tree of prompt `row`: kept, pruned and finished candidates with their summed log-probs."
     from gpt2_learn.viz import token_label, _new_figure                  # plots only when drawn: the CLI stays light
     tree = result.tree
-    if not tree: raise ValueError("the result has no tree: call beam_search(..., record_tree=True)")
+    if not tree:
+        raise ValueError("the result has no tree: call beam_search(..., record_tree=True)")
     keep = tree[0]["token"].shape[1]
     R = result.sequences.shape[0] // tree[0]["token"].shape[0]
     generated = result.sequences[row * R, prompt_len:].tolist()
@@ -172,7 +180,8 @@ def plot_beam_tree(result: BeamResult, tokenizer, prompt_len: int, row: int = 0,
             label = f"{token_label(tokenizer, int(t['token'][row, j]))[:10]}\n{float(t['score'][row, j]):.2f}"
             ax.text(s + 1, y, label, ha="center", va="center", fontsize=7, zorder=2,
                     bbox=dict(boxstyle="round,pad=0.2", fc=color, ec="black" if thick else color, alpha=0.9))
-            if survived: ys[kept.index(j)] = y
+            if survived:
+                ys[kept.index(j)] = y
         prev_y = ys
     ax.set_xlim(-0.5, len(tree) + 0.6)
     ax.set_ylim(-0.7, keep - 0.3)

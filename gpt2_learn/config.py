@@ -8,8 +8,10 @@ import numbers
 from collections.abc import Iterable
 from dataclasses import dataclass, asdict, replace, fields
 
-def _is_int(x) -> bool: return isinstance(x, numbers.Integral) and not isinstance(x, bool)      # Python or NumPy
-def _is_real(x) -> bool: return isinstance(x, numbers.Real) and not isinstance(x, bool) and x == x  # not NaN
+def _is_int(x) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)      # Python or NumPy
+def _is_real(x) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and x == x  # not NaN
 
 # %% auto #0
 __all__ = ['GPT2_ACTIVATIONS', 'TANH_GELUS', 'LEARNED_ACTIVATIONS', 'MAX_SIZES', 'MAX_PARAMS', 'GPT2_SIZES', 'HF_ALIASES',
@@ -46,15 +48,18 @@ class GPT2Config:
     def __post_init__(self):
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner"):
             v = getattr(self, name)
-            if v is None and name == "n_inner": continue
+            if v is None and name == "n_inner":
+                continue
             if not _is_int(v) or not 1 <= v <= MAX_SIZES[name]:
                 raise ValueError(f"GPT2Config.{name} must be an integer in [1, {MAX_SIZES[name]:,}], got {v!r}")
             setattr(self, name, int(v))                                  # numpy ints too
         for name, ok, rng in (("dropout", lambda x: 0 <= x < 1, "in [0, 1)"), ("layer_norm_epsilon", lambda x: x > 0, "> 0")):
             v = getattr(self, name)
-            if not _is_real(v) or not ok(v): raise ValueError(f"GPT2Config.{name} must be a number {rng}, got {v!r}")
+            if not _is_real(v) or not ok(v):
+                raise ValueError(f"GPT2Config.{name} must be a number {rng}, got {v!r}")
             setattr(self, name, float(v))
-        if self.n_embd % self.n_head: raise ValueError(f"GPT2Config: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPT2Config: n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         act = self.activation_function
         if act in LEARNED_ACTIVATIONS:
             raise ValueError(f"GPT2Config.activation_function={act!r} has learned weights of its own, which gpt2_learn "
@@ -64,8 +69,10 @@ class GPT2Config:
             raise ValueError(f"GPT2Config.activation_function must be one of {names}, got {act!r}")
         for name in ("scale_attn_weights", "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
             v = getattr(self, name)
-            if str(getattr(v, "dtype", "")) == "bool": setattr(self, name, bool(v))   # numpy.bool_
-            elif not isinstance(v, bool): raise ValueError(f"GPT2Config.{name} must be true or false, got {v!r}")
+            if str(getattr(v, "dtype", "")) == "bool":
+                setattr(self, name, bool(v))   # numpy.bool_
+            elif not isinstance(v, bool):
+                raise ValueError(f"GPT2Config.{name} must be true or false, got {v!r}")
         if (n := count_params(self)) > MAX_PARAMS:
             raise ValueError(f"GPT2Config: vocab_size={self.vocab_size}, n_positions={self.n_positions}, "
                              f"n_embd={self.n_embd}, n_layer={self.n_layer}, n_inner={self.n_inner} make {n:,} "
@@ -73,7 +80,8 @@ class GPT2Config:
                              f"is the config right?")
 
     @property
-    def head_dim(self) -> int: return self.n_embd // self.n_head
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
 
     @property
     def inner_dim(self) -> int:
@@ -88,17 +96,20 @@ class GPT2Config:
 
     def attention_scale(self, layer_idx: int) -> float | None:
         "What block `layer_idx` multiplies q.k by; None for GPT-2's 1/sqrt(head_dim) (SDPA's default)."
-        if self.scale_attn_weights and not self.scale_attn_by_inverse_layer_idx: return None
+        if self.scale_attn_weights and not self.scale_attn_by_inverse_layer_idx:
+            return None
         scale = self.head_dim ** -0.5 if self.scale_attn_weights else 1.0
         return scale / (layer_idx + 1) if self.scale_attn_by_inverse_layer_idx else scale
 
     @classmethod
     def from_name(cls, name: str, **overrides) -> GPT2Config:
         "A named size: gpt2, gpt2-medium, gpt2-large, gpt2-xl, or a small teaching size."
-        if name not in GPT2_SIZES: raise ValueError(f"unknown GPT-2 size {name!r}; choose one of: {', '.join(GPT2_SIZES)}")
+        if name not in GPT2_SIZES:
+            raise ValueError(f"unknown GPT-2 size {name!r}; choose one of: {', '.join(GPT2_SIZES)}")
         return cls(**{**GPT2_SIZES[name], **overrides})
 
-    def to_dict(self) -> dict: return asdict(self)
+    def to_dict(self) -> dict:
+        return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> GPT2Config:
@@ -106,11 +117,13 @@ class GPT2Config:
         names = {f.name for f in fields(cls)}
         d = dict(d)
         for alias, name in HF_ALIASES.items():
-            if alias in d and name not in d: d[name] = d[alias]
+            if alias in d and name not in d:
+                d[name] = d[alias]
         for key, (allowed, why) in UNSUPPORTED.items():
             if key in d and d[key] not in allowed:
                 raise ValueError(f"{key}={d[key]!r} is not supported: {why}")
-        if "resid_pdrop" in d and "dropout" not in d: d["dropout"] = 0.0
+        if "resid_pdrop" in d and "dropout" not in d:
+            d["dropout"] = 0.0
         return cls(**{k: v for k, v in d.items() if k in names})
 
 # %% ../nbs/00_config.ipynb #e8beda18
@@ -169,14 +182,20 @@ class InferenceConfig:
     num_return_sequences: int = 1    # beam search: how many of the best finished beams to return, <= num_beams
 
     def __post_init__(self):
-        if self.stop is None: self.stop = ()
-        if isinstance(self.stop, str): self.stop = (self.stop,)
-        elif isinstance(self.stop, Iterable) and not isinstance(self.stop, (bytes, bytearray)): self.stop = tuple(self.stop)
+        if self.stop is None:
+            self.stop = ()
+        if isinstance(self.stop, str):
+            self.stop = (self.stop,)
+        elif isinstance(self.stop, Iterable) and not isinstance(self.stop, (bytes, bytearray)):
+            self.stop = tuple(self.stop)
         for f in fields(self):                                           # NumPy scalars become Python numbers
             v = getattr(self, f.name)
-            if f.type.startswith("bool") and str(getattr(v, "dtype", "")) == "bool": setattr(self, f.name, bool(v))   # numpy.bool_
-            elif f.type.startswith("int") and _is_int(v): setattr(self, f.name, int(v))
-            elif f.type == "float" and _is_real(v): setattr(self, f.name, float(v))
+            if f.type.startswith("bool") and str(getattr(v, "dtype", "")) == "bool":
+                setattr(self, f.name, bool(v))   # numpy.bool_
+            elif f.type.startswith("int") and _is_int(v):
+                setattr(self, f.name, int(v))
+            elif f.type == "float" and _is_real(v):
+                setattr(self, f.name, float(v))
 
     @property
     def greedy(self) -> bool:
@@ -185,27 +204,43 @@ class InferenceConfig:
 
     def validate(self) -> InferenceConfig:
         "Raise `ValueError` naming the first field out of its range; return self."
-        def bad(name, rng): raise ValueError(f"InferenceConfig.{name} must be {rng}, got {getattr(self, name)!r}")
+        def bad(name, rng):
+            raise ValueError(f"InferenceConfig.{name} must be {rng}, got {getattr(self, name)!r}")
         isnum, isint = _is_real, _is_int
-        if not isint(self.max_new_tokens) or self.max_new_tokens < 1: bad("max_new_tokens", "an integer >= 1")
+        if not isint(self.max_new_tokens) or self.max_new_tokens < 1:
+            bad("max_new_tokens", "an integer >= 1")
         if not isnum(self.temperature) or not (self.temperature == 0 or 1e-4 <= self.temperature <= 1e4):   # float32 logits / t:
             bad("temperature", "0 (greedy) or in [0.0001, 10000]")                                     # no overflow to inf
-        if not isint(self.top_k) or self.top_k < 0: bad("top_k", "an integer >= 0 (0 turns it off)")
-        if not isnum(self.top_p) or not 0 <= self.top_p <= 1: bad("top_p", "in [0, 1] (1 turns it off)")
-        if not isnum(self.repetition_penalty) or not 0.01 <= self.repetition_penalty <= 100: bad("repetition_penalty", "in [0.01, 100] (1 turns it off)")
-        if not isnum(self.min_p) or not 0 <= self.min_p <= 1: bad("min_p", "in [0, 1] (0 turns it off)")
-        if not isnum(self.typical_p) or not 0 < self.typical_p <= 1: bad("typical_p", "in (0, 1] (1 turns it off)")
-        if not isnum(self.presence_penalty) or not -2 <= self.presence_penalty <= 2: bad("presence_penalty", "in [-2, 2] (0 turns it off)")
-        if not isnum(self.frequency_penalty) or not -2 <= self.frequency_penalty <= 2: bad("frequency_penalty", "in [-2, 2] (0 turns it off)")
-        if not isint(self.no_repeat_ngram_size) or self.no_repeat_ngram_size < 0: bad("no_repeat_ngram_size", "an integer >= 0 (0 turns it off)")
-        if not isinstance(self.do_sample, bool): bad("do_sample", "True or False")
-        if not isinstance(self.stream, bool): bad("stream", "True or False")
-        if self.seed is not None and (not isint(self.seed) or not -2**63 <= self.seed < 2**64): bad("seed", "an integer in [-2**63, 2**64) or None")
+        if not isint(self.top_k) or self.top_k < 0:
+            bad("top_k", "an integer >= 0 (0 turns it off)")
+        if not isnum(self.top_p) or not 0 <= self.top_p <= 1:
+            bad("top_p", "in [0, 1] (1 turns it off)")
+        if not isnum(self.repetition_penalty) or not 0.01 <= self.repetition_penalty <= 100:
+            bad("repetition_penalty", "in [0.01, 100] (1 turns it off)")
+        if not isnum(self.min_p) or not 0 <= self.min_p <= 1:
+            bad("min_p", "in [0, 1] (0 turns it off)")
+        if not isnum(self.typical_p) or not 0 < self.typical_p <= 1:
+            bad("typical_p", "in (0, 1] (1 turns it off)")
+        if not isnum(self.presence_penalty) or not -2 <= self.presence_penalty <= 2:
+            bad("presence_penalty", "in [-2, 2] (0 turns it off)")
+        if not isnum(self.frequency_penalty) or not -2 <= self.frequency_penalty <= 2:
+            bad("frequency_penalty", "in [-2, 2] (0 turns it off)")
+        if not isint(self.no_repeat_ngram_size) or self.no_repeat_ngram_size < 0:
+            bad("no_repeat_ngram_size", "an integer >= 0 (0 turns it off)")
+        if not isinstance(self.do_sample, bool):
+            bad("do_sample", "True or False")
+        if not isinstance(self.stream, bool):
+            bad("stream", "True or False")
+        if self.seed is not None and (not isint(self.seed) or not -2**63 <= self.seed < 2**64):
+            bad("seed", "an integer in [-2**63, 2**64) or None")
         if not isinstance(self.stop, tuple) or not all(isinstance(s, str) and s for s in self.stop):
             bad("stop", "a non-empty string or a sequence of them")
-        if self.eos_token_id is not None and (not isint(self.eos_token_id) or self.eos_token_id < 0): bad("eos_token_id", "a token id >= 0 or None")
-        if not isint(self.num_beams) or not 1 <= self.num_beams <= 1024: bad("num_beams", "an integer in [1, 1024] (1 turns beam search off)")
-        if not isnum(self.length_penalty) or not abs(self.length_penalty) <= 1e4: bad("length_penalty", "a number in [-10000, 10000] (1 = plain average)")
+        if self.eos_token_id is not None and (not isint(self.eos_token_id) or self.eos_token_id < 0):
+            bad("eos_token_id", "a token id >= 0 or None")
+        if not isint(self.num_beams) or not 1 <= self.num_beams <= 1024:
+            bad("num_beams", "an integer in [1, 1024] (1 turns beam search off)")
+        if not isnum(self.length_penalty) or not abs(self.length_penalty) <= 1e4:
+            bad("length_penalty", "a number in [-10000, 10000] (1 = plain average)")
         if self.early_stopping not in (True, False, "never") or isinstance(self.early_stopping, numbers.Real) and not isinstance(self.early_stopping, bool):
             bad("early_stopping", 'True, False or "never"')
         if not isint(self.num_return_sequences) or not 1 <= self.num_return_sequences <= self.num_beams:
@@ -226,7 +261,8 @@ PRESETS: dict[str, dict] = {
 
 def preset(name: str, **overrides) -> InferenceConfig:
     "An `InferenceConfig` from the guide's tuning table (quality, creativity, consistency, speed)."
-    if name not in PRESETS: raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return InferenceConfig(**{**PRESETS[name], **overrides}).validate()
 
 # %% ../nbs/00_config.ipynb #e070abec
@@ -240,12 +276,16 @@ def cli_interrupts(prog: str):
     "For a command line, before its slow imports: Ctrl+C prints '{prog}: interrupted' and ends it; returns a function that restores Python's KeyboardInterrupt."
     import os, signal, sys
     def handler(signum, frame):
-        sys.stderr.write(f"\n{prog}: interrupted\n"); sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL); os.kill(os.getpid(), signal.SIGINT)
+        sys.stderr.write(f"\n{prog}: interrupted\n")
+        sys.stderr.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
     default = sys.excepthook
     def hook(kind, value, tb):
-        if issubclass(kind, KeyboardInterrupt): sys.stderr.write(f"\n{prog}: interrupted\n")
-        else: default(kind, value, tb)
+        if issubclass(kind, KeyboardInterrupt):
+            sys.stderr.write(f"\n{prog}: interrupted\n")
+        else:
+            default(kind, value, tb)
     sys.excepthook = hook
     signal.signal(signal.SIGINT, handler)
     return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)

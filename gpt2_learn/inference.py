@@ -19,7 +19,8 @@ from .generation import TextStream, as_config, generate, pad_left
 from .model import GPT2Model, resolve_device
 from .tokenizer import StreamDecoder, load_tokenizer
 from .weights import BUNDLED_MODEL_NOTE, HUB_IDS, load_bundled_model
-if _restore_interrupts: _restore_interrupts()                             # the imports are done: KeyboardInterrupt again
+if _restore_interrupts:
+    _restore_interrupts()                             # the imports are done: KeyboardInterrupt again
 
 # %% auto #0
 __all__ = ['MAX_PROMPT_BYTES', 'MAX_TOKEN_BYTES', 'CHECKPOINT_SUFFIXES', 'HF_SUFFIXES', 'HF_WEIGHTS_FILES', 'STOP_REASONS',
@@ -35,17 +36,20 @@ class PromptError(ValueError):
 
 def unescape_prompt(text: str) -> str:
     "Interpret backslash escapes (`\\n`, `\\t`, `\\u00e9`, ...) as typed on a command line; keep text with malformed ones."
-    if "\\" not in text: return text
+    if "\\" not in text:
+        return text
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)          # unknown escapes like \d stay as they are
             return text.encode("latin-1", "backslashreplace").decode("unicode_escape")
-    except UnicodeDecodeError: return text
+    except UnicodeDecodeError:
+        return text
 
 # %% ../nbs/08_inference.ipynb #98ff209a
 def decode_prompt_bytes(data: bytes, source: str) -> str:
     "UTF-8 (BOM allowed) -> str, one trailing newline dropped; PromptError naming the first bad byte."
-    try: text = data.decode("utf-8-sig")
+    try:
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise PromptError(f"{source} is not UTF-8 text (byte 0x{data[e.start]:02x} at offset {e.start}): "
                           f"convert it to UTF-8 (e.g. iconv -t UTF-8)") from None
@@ -64,12 +68,15 @@ def read_prompt(prompt: str | None = None, prompt_file: str | Path | None = None
     if prompt_file is not None:
         path, source = Path(prompt_file), f"the prompt file {str(prompt_file)!r}"
         try:
-            with open(path, "rb") as f: data = _read_capped(f, source)
-        except OSError as e: raise PromptError(f"can't read the prompt file {str(path)!r} ({e.strerror or type(e).__name__}): check the path") from None
+            with open(path, "rb") as f:
+                data = _read_capped(f, source)
+        except OSError as e:
+            raise PromptError(f"can't read the prompt file {str(path)!r} ({e.strerror or type(e).__name__}): check the path") from None
         return decode_prompt_bytes(data, source)
     if prompt == "-":
         stdin = stdin if stdin is not None else sys.stdin
-        if stdin is None or getattr(stdin, "closed", False): raise PromptError("--prompt - reads stdin, but stdin is closed: pipe the prompt in, or use --prompt TEXT")
+        if stdin is None or getattr(stdin, "closed", False):
+            raise PromptError("--prompt - reads stdin, but stdin is closed: pipe the prompt in, or use --prompt TEXT")
         data = _read_capped(stdin.buffer if hasattr(stdin, "buffer") else stdin, "stdin")
         return decode_prompt_bytes(data, "stdin") if isinstance(data, bytes) else data
     return unescape_prompt(prompt or "")
@@ -109,10 +116,13 @@ HF_WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors
 
 def resolve_model_path(model_path: str | Path | None) -> str | Path | None:
     "A training `--out_dir` (.pth checkpoints, no HF weights) -> its best_model.pth; anything else as it is."
-    if model_path is None or str(model_path) == "": return model_path
+    if model_path is None or str(model_path) == "":
+        return model_path
     folder = Path(model_path).expanduser()
-    if not folder.is_dir() or any(os.path.lexists(folder / n) for n in HF_WEIGHTS_FILES): return model_path
-    if (folder / "best_model.pth").is_file(): return folder / "best_model.pth"
+    if not folder.is_dir() or any(os.path.lexists(folder / n) for n in HF_WEIGHTS_FILES):
+        return model_path
+    if (folder / "best_model.pth").is_file():
+        return folder / "best_model.pth"
     if others := sorted(p.name for p in folder.glob("*.pth")):
         raise ModelLoadError(f"{folder} has no best_model.pth (it has {', '.join(others[:3])}): "
                              f"give the checkpoint itself, e.g. {folder / others[0]}")
@@ -133,7 +143,8 @@ def load_model(model_path: str | Path | None = None, device: str | torch.device 
     try:
         model_path = resolve_model_path(model_path)                      # a training --out_dir: its best_model.pth
         name = None if model_path is None else str(model_path)
-        if name is None: return load_bundled_model(device, dtype), load_tokenizer()
+        if name is None:
+            return load_bundled_model(device, dtype), load_tokenizer()
         path = Path(name).expanduser()
         looks_local = (path.suffix in CHECKPOINT_SUFFIXES + HF_SUFFIXES or name.startswith((".", "/", "~")) or "\\" in name
                        or name.count("/") > 1 or ("/" not in name and name not in HUB_IDS))
@@ -143,16 +154,22 @@ def load_model(model_path: str | Path | None = None, device: str | torch.device 
                                      f"a hub id like gpt2, or no --model_path for the bundled model)")
         if path.exists() and not (path.is_file() or path.is_dir()):      # a pipe, a device: never sent to the hub as a name
             raise ValueError(f"{name} is not a file or a folder: give a .pth checkpoint, an HF folder or a weights file")
-        if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES: model = GPT2Model.from_checkpoint(path, device=device, dtype=dtype)
-        elif path.exists(): model = GPT2Model.from_pretrained(path, device=device, dtype=dtype)
+        if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+            model = GPT2Model.from_checkpoint(path, device=device, dtype=dtype)
+        elif path.exists():
+            model = GPT2Model.from_pretrained(path, device=device, dtype=dtype)
         else:                                                    # "checkpoints/run1" could be either: say both
-            try: model = GPT2Model.from_pretrained(name, device=device, dtype=dtype)
+            try:
+                model = GPT2Model.from_pretrained(name, device=device, dtype=dtype)
             except OSError as e:
-                if "Hugging Face hub" not in str(e): raise
+                if "Hugging Face hub" not in str(e):
+                    raise
                 raise OSError(f"{_one_line(e)}; nor is {name!r} a file or folder here") from None
         return model, _folder_tokenizer(path if path.is_dir() else path.parent) if path.exists() else load_tokenizer()
-    except ModelLoadError: raise
-    except (ValueError, OSError) as e: raise ModelLoadError(_one_line(e)) from None
+    except ModelLoadError:
+        raise
+    except (ValueError, OSError) as e:
+        raise ModelLoadError(_one_line(e)) from None
     except Exception as e:                               # a corrupt safetensors file, a pickle error, ...
         raise ModelLoadError(f"could not load a model from {model_path or 'the bundled checkpoint'} "
                              f"({type(e).__name__}: {_one_line(e)}): check that the file is complete") from None
@@ -170,7 +187,8 @@ class GenerationStats:
     stop_reason: str
 
     @property
-    def tokens_per_s(self) -> float: return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
 
     def __str__(self) -> str:
         return (f"{self.new_tokens} tokens in {self.seconds:.2f} s ({self.tokens_per_s:.1f} tokens/s) on {self.device}; "
@@ -193,29 +211,36 @@ def _own_load() -> float:
     busy = (cpu - cpu0) / (now - wall0) if now > wall0 else 0.0      # CPU seconds over wall seconds
     own = busy * (1 - math.exp(-(now - wall0) / 60))                  # the average moves with a 1-minute time constant
     _own_cpu.append((now, cpu))
-    while len(_own_cpu) > 2 and now - _own_cpu[1][0] > 60: _own_cpu.pop(0)   # keep about the last minute
+    while len(_own_cpu) > 2 and now - _own_cpu[1][0] > 60:
+        _own_cpu.pop(0)   # keep about the last minute
     return own
 
 def idle_cores() -> int:
     "This process's cores that other work leaves idle (the 1-minute load average less our own part), at least 1."
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    try: others = max(0.0, os.getloadavg()[0] - _own_load())
-    except (AttributeError, OSError): others = 0.0                     # no load average (Windows): assume idle
+    try:
+        others = max(0.0, os.getloadavg()[0] - _own_load())
+    except (AttributeError, OSError):
+        others = 0.0                     # no load average (Windows): assume idle
     return max(1, min(cores, round(cores - others)))
 
 def choose_threads(model: GPT2Model, batch: int = 1, available: int | None = None) -> int:
     "CPU threads for `model` at `batch`: 1 below THREADS_MIN_FLOP a step, else the idle cores the caller allows."
-    if step_flop(model, batch) < THREADS_MIN_FLOP: return 1
+    if step_flop(model, batch) < THREADS_MIN_FLOP:
+        return 1
     return max(1, available if available is not None else min(torch.get_num_threads(), idle_cores()))
 
 @contextmanager
 def num_threads(n: int | None):
     "Run the block with `n` PyTorch CPU threads (None: as it is), then put the caller's count back."
     before = torch.get_num_threads()
-    if n is not None and n != before: torch.set_num_threads(n)
-    try: yield
+    if n is not None and n != before:
+        torch.set_num_threads(n)
+    try:
+        yield
     finally:
-        if torch.get_num_threads() != before: torch.set_num_threads(before)
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 # %% ../nbs/08_inference.ipynb #146b5ba9
 def _first_stop(text: str, stops: Sequence[str]) -> int:
@@ -226,9 +251,12 @@ def _first_stop(text: str, stops: Sequence[str]) -> int:
 def _pack_if_cpu(model: GPT2Model) -> GPT2Model:
     "Pack a CPU model's weights for oneDNN where this PyTorch can (performance notebook); otherwise leave it as it is."
     from gpt2_learn.fast import pack_for_cpu, packable_dtypes
-    if model.device.type != "cpu" or model.dtype not in packable_dtypes(): return model
-    try: pack_for_cpu(model)
-    except Exception as e: warnings.warn(f"the weights could not be packed for the CPU ({_one_line(e)}); using the plain kernels")
+    if model.device.type != "cpu" or model.dtype not in packable_dtypes():
+        return model
+    try:
+        pack_for_cpu(model)
+    except Exception as e:
+        warnings.warn(f"the weights could not be packed for the CPU ({_one_line(e)}); using the plain kernels")
     return model
 
 def _check_threads(threads: int | None) -> int | None:
@@ -238,8 +266,10 @@ def _check_threads(threads: int | None) -> int | None:
 
 def _device_for_python(device) -> torch.device:
     "resolve_device, its advice written as this argument (device=\"cpu\") rather than the CLI's flag."
-    try: return resolve_device(device)
-    except ValueError as e: raise ValueError(re.sub(r"--device (\w+)", r'device="\1"', str(e))) from None
+    try:
+        return resolve_device(device)
+    except ValueError as e:
+        raise ValueError(re.sub(r"--device (\w+)", r'device="\1"', str(e))) from None
 
 class TextGenerator:
     "Load a GPT-2 once; generate streamed text, whole text, batches, or run an interactive session."
@@ -249,7 +279,8 @@ class TextGenerator:
         self.threads = _check_threads(threads)
         self.model_file = resolve_model_path(model_path)                 # a training --out_dir: its best_model.pth
         self.model, self.tokenizer = load_model(self.model_file, _device_for_python(device), dtype)
-        if pack: _pack_if_cpu(self.model)
+        if pack:
+            _pack_if_cpu(self.model)
         self.model_path, self.device, self.last_stats = model_path, self.model.device, None
 
     @classmethod
@@ -263,21 +294,27 @@ class TextGenerator:
 
     def _threads(self, batch: int) -> int | None:
         "The CPU threads for a generation at `batch` (None on a GPU: nothing to set)."
-        if self.device.type != "cpu": return None
+        if self.device.type != "cpu":
+            return None
         return self.threads if self.threads is not None else choose_threads(self.model, batch)
 
     @property
-    def context_window(self) -> int: return self.model.config.n_positions
+    def context_window(self) -> int:
+        return self.model.config.n_positions
 
     def encode_prompt(self, prompt: str) -> list[int]:
         "Token ids of a usable prompt; PromptError if it is empty, not text, too long (bytes, tokens) or no tokens."
-        if not isinstance(prompt, str): raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
-        if not prompt: raise PromptError("the prompt is empty: give some text")
+        if not isinstance(prompt, str):
+            raise TypeError(f"the prompt must be a str, got {type(prompt).__name__}")
+        if not prompt:
+            raise PromptError("the prompt is empty: give some text")
         ids, n = self.tokenizer.encode(check_prompt_text(prompt, self.context_window)), self.context_window
-        if not ids: raise PromptError(f"the tokenizer turned the prompt ({len(prompt)} characters) into no tokens: "
-                                      f"give text that its vocabulary covers")
-        if len(ids) >= n: raise PromptError(f"the prompt is {len(ids)} tokens but the model's context window is {n}: "
-                                            f"shorten it to at most {n - 1} tokens")
+        if not ids:
+            raise PromptError(f"the tokenizer turned the prompt ({len(prompt)} characters) into no tokens: "
+                              f"give text that its vocabulary covers")
+        if len(ids) >= n:
+            raise PromptError(f"the prompt is {len(ids)} tokens but the model's context window is {n}: "
+                              f"shorten it to at most {n - 1} tokens")
         return ids
 
     def _fit(self, config: InferenceConfig, prompt_len: int) -> tuple[InferenceConfig, bool]:
@@ -294,7 +331,8 @@ class TextGenerator:
         config, clipped = self._fit(config, len(self.encode_prompt(prompt)))
         ts, t0, reason = TextStream(self.model, self.tokenizer, prompt, config), time.perf_counter(), "interrupted"
         try:
-            with num_threads(self._threads(1)): yield from ts
+            with num_threads(self._threads(1)):
+                yield from ts
             reason = "context window" if ts.stop_reason == "max_new_tokens" and clipped else ts.stop_reason
         finally:
             self.last_stats = GenerationStats(len(ts.token_ids), time.perf_counter() - t0, str(self.device), reason)
@@ -302,9 +340,11 @@ class TextGenerator:
     def _beam_text(self, tokens: list[int], config: InferenceConfig) -> tuple[str, str]:
         "A beam's new tokens as text, cut at EOS or the first stop string; and why it ended there."
         eos, reason = config.eos_token_id, "max_new_tokens"
-        if eos is not None and eos in tokens: tokens, reason = tokens[:tokens.index(eos)], "eos"
+        if eos is not None and eos in tokens:
+            tokens, reason = tokens[:tokens.index(eos)], "eos"
         text = self.tokenizer.decode(tokens)
-        if config.stop and (cut := _first_stop(text, config.stop)) >= 0: text, reason = text[:cut], "stop string"
+        if config.stop and (cut := _first_stop(text, config.stop)) >= 0:
+            text, reason = text[:cut], "stop string"
         return text, reason
 
     def generate_beams(self, prompt: str, config: InferenceConfig | None = None) -> list[str]:
@@ -325,27 +365,39 @@ class TextGenerator:
     def generate_text(self, prompt: str, config: InferenceConfig | None = None, *, echo: bool = True, out=None) -> str:
         "The continuation of `prompt`; when `config.stream`, also printed to `out` (stdout) as it is generated."
         config = as_config(config)
-        if not config.stream: return "".join(self.stream(prompt, config))
-        config.validate(); self.encode_prompt(prompt)                      # fail before printing anything
+        if not config.stream:
+            return "".join(self.stream(prompt, config))
+        config.validate()
+        self.encode_prompt(prompt)                      # fail before printing anything
         out, pieces = out if out is not None else sys.stdout, []
-        if echo: out.write(prompt); out.flush()
+        if echo:
+            out.write(prompt)
+            out.flush()
         try:
             for piece in self.stream(prompt, config):
-                out.write(piece); out.flush(); pieces.append(piece)
+                out.write(piece)
+                out.flush()
+                pieces.append(piece)
         except Exception:                                                  # end the line before the error is reported
-            out.write("\n"); out.flush(); raise
-        out.write("\n"); out.flush()
+            out.write("\n")
+            out.flush()
+            raise
+        out.write("\n")
+        out.flush()
         return "".join(pieces)
 
     def generate_batch(self, prompts: Sequence[str], config: InferenceConfig | None = None) -> list[str]:
         "Continuations of several prompts, generated together (left padding + attention mask, one forward pass a step)."
         config = as_config(config).validate()
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
-        if not prompts: return []
+        if not prompts:
+            return []
         ids = []
         for i, p in enumerate(prompts):
-            try: ids.append(self.encode_prompt(p))
-            except (PromptError, TypeError) as e: raise type(e)(f"prompt {i}: {e}") from None
+            try:
+                ids.append(self.encode_prompt(p))
+            except (PromptError, TypeError) as e:
+                raise type(e)(f"prompt {i}: {e}") from None
         eos = config.eos_token_id
         input_ids, mask = (t.to(self.device) for t in pad_left(ids, pad_id=eos if eos is not None else 0))
         config, clipped = self._fit(config, input_ids.shape[1])
@@ -363,15 +415,22 @@ class TextGenerator:
         with num_threads(self._threads(B)):
             for step in generate(self.model, input_ids, config=config, attention_mask=mask, info=info):
                 for i, t in enumerate(step.tolist()):
-                    if reasons[i] is not None: continue
-                    if t == eos: texts[i] += decoders[i].flush(); reasons[i] = "eos"; continue
+                    if reasons[i] is not None:
+                        continue
+                    if t == eos:
+                        texts[i] += decoders[i].flush()
+                        reasons[i] = "eos"
+                        continue
                     texts[i] += decoders[i].put(t)
                     if config.stop and (cut := _first_stop(texts[i], config.stop)) >= 0:
                         texts[i], reasons[i] = texts[i][:cut], "stop string"
-                if all(r is not None for r in reasons): break
+                if all(r is not None for r in reasons):
+                    break
         end = "context window" if clipped else info.get("stop_reason", "max_new_tokens")
         for i in range(B):
-            if reasons[i] is None: texts[i] += decoders[i].flush(); reasons[i] = end
+            if reasons[i] is None:
+                texts[i] += decoders[i].flush()
+                reasons[i] = end
         self.last_stats = GenerationStats(B * info.get("new_tokens", 0), time.perf_counter() - t0, str(self.device),
                                           ", ".join(sorted(set(reasons))))
         return texts
@@ -379,7 +438,8 @@ class TextGenerator:
     def interactive_mode(self, config: InferenceConfig | None = None, *, chat: bool = False, input_fn=None, out=None, err=None):
         "A prompt loop with streamed answers: 'quit'/'exit'/Ctrl+D end it; Ctrl+C stops a generation (idle: raised)."
         config = as_config(config).validate()
-        if chat: config = config.replace(stop=tuple(config.stop) + ("\nUser:",))
+        if chat:
+            config = config.replace(stop=tuple(config.stop) + ("\nUser:",))
         out, err = out if out is not None else sys.stdout, err if err is not None else sys.stderr
         input_fn = input_fn or input
         err.write("Interactive mode: type a prompt and press Enter (\\n for a newline). 'quit' or 'exit' (or Ctrl+D) ends; "
@@ -387,10 +447,16 @@ class TextGenerator:
         err.flush()
         history: list[tuple[str, str]] = []
         while True:
-            try: line = input_fn(">>> ")
-            except EOFError: out.write("\n"); out.flush(); return
-            if line.strip().lower() in ("quit", "exit"): return
-            if not line.strip(): continue
+            try:
+                line = input_fn(">>> ")
+            except EOFError:
+                out.write("\n")
+                out.flush()
+                return
+            if line.strip().lower() in ("quit", "exit"):
+                return
+            if not line.strip():
+                continue
             try:
                 message = check_prompt_text(unescape_prompt(line), self.context_window)   # before any tokenizing
                 prompt = chat_prompt(history, message, self.tokenizer, self.context_window, config.max_new_tokens) if chat else message
@@ -398,13 +464,24 @@ class TextGenerator:
                 try:
                     for piece in self.stream(prompt, config):
                         pieces.append(piece)
-                        if config.stream: out.write(piece); out.flush()
-                except KeyboardInterrupt: pass                             # --no_stream: the text so far still comes
-                out.write(("" if config.stream else "".join(pieces)) + "\n"); out.flush()
-                if self.last_stats is not None: err.write(f"[{self.last_stats}]\n"); err.flush()
-                if chat: history.append((message, "".join(pieces).strip()))
-            except PromptError as e: err.write(f"error: {e}\n"); err.flush()
-            except KeyboardInterrupt: out.write("\n"); out.flush()
+                        if config.stream:
+                            out.write(piece)
+                            out.flush()
+                except KeyboardInterrupt:
+                    pass                             # --no_stream: the text so far still comes
+                out.write(("" if config.stream else "".join(pieces)) + "\n")
+                out.flush()
+                if self.last_stats is not None:
+                    err.write(f"[{self.last_stats}]\n")
+                    err.flush()
+                if chat:
+                    history.append((message, "".join(pieces).strip()))
+            except PromptError as e:
+                err.write(f"error: {e}\n")
+                err.flush()
+            except KeyboardInterrupt:
+                out.write("\n")
+                out.flush()
 
 # %% ../nbs/08_inference.ipynb #ae22c4b0
 def chat_prompt(history: Sequence[tuple[str, str]], message: str, tokenizer, context_window: int, max_new_tokens: int) -> str:
@@ -412,10 +489,12 @@ def chat_prompt(history: Sequence[tuple[str, str]], message: str, tokenizer, con
     budget = max(1, context_window - min(max_new_tokens, context_window // 2))
     text = f"User: {message}\nAssistant:"
     ids = tokenizer.encode(text)
-    if len(ids) > budget: return tokenizer.decode(ids[-budget:])          # even the new turn alone is too long: keep its end
+    if len(ids) > budget:
+        return tokenizer.decode(ids[-budget:])          # even the new turn alone is too long: keep its end
     for user, answer in reversed(history):
         turn = f"User: {user}\nAssistant: {answer}\n"
-        if len(tokenizer.encode(turn + text)) > budget: break
+        if len(tokenizer.encode(turn + text)) > budget:
+            break
         text = turn + text
     return text
 
@@ -428,12 +507,14 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 def _device_arg(s: str) -> str:
-    if not DEVICE_PATTERN.fullmatch(s): raise argparse.ArgumentTypeError(f"{s!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
+    if not DEVICE_PATTERN.fullmatch(s):
+        raise argparse.ArgumentTypeError(f"{s!r} is not a device: use auto, cpu, cuda, cuda:N or mps")
     return s
 
 def _early_stopping_arg(s: str) -> bool | str:
     choices = {"true": True, "false": False, "never": "never"}
-    if s.lower() not in choices: raise argparse.ArgumentTypeError(f"{s!r} is not one of true, false, never")
+    if s.lower() not in choices:
+        raise argparse.ArgumentTypeError(f"{s!r} is not one of true, false, never")
     return choices[s.lower()]
 
 def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
@@ -495,8 +576,11 @@ def join_negative_values(argv: Sequence[str]) -> list[str]:
     while i < len(argv):
         a = argv[i]
         if a in FLOAT_FLAGS and i + 1 < len(argv) and re.fullmatch(r"-(inf|infinity|nan)", argv[i + 1], re.IGNORECASE):
-            out.append(f"{a}={argv[i + 1]}"); i += 2                    # its range check then says what is allowed
-        else: out.append(a); i += 1
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2                    # its range check then says what is allowed
+        else:
+            out.append(a)
+            i += 1
     return out
 
 CONFIG_FLAGS = ("max_new_tokens", "temperature", "top_k", "top_p", "repetition_penalty", "min_p", "typical_p", "presence_penalty",
@@ -507,16 +591,21 @@ def config_from_args(args: argparse.Namespace) -> InferenceConfig:
     "Preset values, then explicit flags; ValueError (naming the flag) if a value is out of range."
     values = dict(PRESETS[args.preset]) if args.preset else {}
     values.update({k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k) is not None})
-    if args.stop: values["stop"] = tuple(unescape_prompt(s) for s in args.stop)
-    try: return InferenceConfig(**values).validate()
-    except ValueError as e: raise ValueError(re.sub(r"InferenceConfig\.(\w+)", r"--\1", str(e))) from None
+    if args.stop:
+        values["stop"] = tuple(unescape_prompt(s) for s in args.stop)
+    try:
+        return InferenceConfig(**values).validate()
+    except ValueError as e:
+        raise ValueError(re.sub(r"InferenceConfig\.(\w+)", r"--\1", str(e))) from None
 
 # %% ../nbs/08_inference.ipynb #b4193f91
-def _prog() -> str: return cli_name("gpt2-learn", "inference")
+def _prog() -> str:
+    return cli_name("gpt2-learn", "inference")
 
 def main(argv: Sequence[str] | None = None) -> int:
     "Run the CLI; returns the exit code (0 ok, 1 runtime error, 2 bad flags, prompt or model path, 130 interrupted)."
-    if sys.stderr is None: sys.stderr = open(os.devnull, "w", encoding="utf-8")   # 2>&-: the text still comes, the notes go nowhere
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")   # 2>&-: the text still comes, the notes go nowhere
     with warnings.catch_warnings():                                       # one line per warning, and none from the compiler
         warnings.filterwarnings("ignore", module=r"torch\._inductor")    # (a GPU's first call compiles the decode step)
         warnings.showwarning = lambda message, category, *rest, **kw: sys.stderr.write(f"{_prog()}: warning: {message}\n")
@@ -524,65 +613,95 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None) -> int:
     prog, err = _prog(), sys.stderr
-    def fail(msg, code): err.write(f"{prog}: error: {' '.join(str(msg).split())}\n"); err.flush(); return code
+    def fail(msg, code):
+        err.write(f"{prog}: error: {' '.join(str(msg).split())}\n")
+        err.flush()
+        return code
     argv = join_negative_values(list(argv) if argv is not None else sys.argv[1:])
-    try: args = build_parser(prog).parse_args(argv)
-    except SystemExit as e: return e.code if isinstance(e.code, int) else EXIT_USAGE
-    try: config = config_from_args(args)
-    except ValueError as e: return fail(e, EXIT_USAGE)
+    try:
+        args = build_parser(prog).parse_args(argv)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    try:
+        config = config_from_args(args)
+    except ValueError as e:
+        return fail(e, EXIT_USAGE)
     interactive = args.interactive or args.chat
     if not interactive and args.prompt is None and args.prompt_file is None:
         return fail("no prompt: give --prompt TEXT, --prompt_file PATH, --prompt - (stdin), or --interactive", EXIT_USAGE)
-    if sys.stdout is None: return fail("stdout is closed: there is nowhere to write the text (run without >&-)", EXIT_USAGE)
-    if interactive and sys.stdin is None: return fail("interactive mode reads stdin, but stdin is closed: run it in a terminal", EXIT_USAGE)
+    if sys.stdout is None:
+        return fail("stdout is closed: there is nowhere to write the text (run without >&-)", EXIT_USAGE)
+    if interactive and sys.stdin is None:
+        return fail("interactive mode reads stdin, but stdin is closed: run it in a terminal", EXIT_USAGE)
     if interactive and args.prompt == "-":
         return fail("--prompt - reads all of stdin, which interactive mode reads too: give the first prompt as --prompt TEXT "
                     "or --prompt_file PATH", EXIT_USAGE)
-    if interactive and hasattr(sys.stdin, "reconfigure"): sys.stdin.reconfigure(errors="surrogateescape")  # a line that is
+    if interactive and hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # a line that is
                                                                           # not UTF-8 gets one message, not the session's end
     if args.threads is not None and args.threads < 1:
         return fail(f"--threads must be an integer >= 1, got {args.threads} (or leave it out: chosen for the model)",
                     EXIT_USAGE)
-    if args.model_path == "": return fail("--model_path is empty: give a path or a hub id, or leave the flag out for the bundled model", EXIT_USAGE)
+    if args.model_path == "":
+        return fail("--model_path is empty: give a path or a hub id, or leave the flag out for the bundled model", EXIT_USAGE)
     try:
         prompt = None if interactive and args.prompt is None and args.prompt_file is None else read_prompt(args.prompt, args.prompt_file)
-        if prompt == "": raise PromptError("the prompt is empty: give some text (--prompt TEXT, --prompt_file PATH or --prompt - for stdin)")
+        if prompt == "":
+            raise PromptError("the prompt is empty: give some text (--prompt TEXT, --prompt_file PATH or --prompt - for stdin)")
         if hasattr(sys.stdout, "reconfigure") and (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
             sys.stdout.reconfigure(errors="replace")
         device = resolve_device(args.device)                             # its message names --device
         gen = TextGenerator(args.model_path, device=device, dtype=args.dtype, threads=args.threads)
-        if args.model_path is None: err.write(f"note: {BUNDLED_MODEL_NOTE}\n"); err.flush()
-        elif str(gen.model_file) != args.model_path: err.write(f"note: using {gen.model_file}\n"); err.flush()
+        if args.model_path is None:
+            err.write(f"note: {BUNDLED_MODEL_NOTE}\n")
+            err.flush()
+        elif str(gen.model_file) != args.model_path:
+            err.write(f"note: using {gen.model_file}\n")
+            err.flush()
         if prompt is not None:
             gen.encode_prompt(prompt)                                     # empty / too long: before any output
             echo, pieces = "" if args.no_echo else prompt, []             # --no_stream: the text so far, printed even if interrupted
             try:
                 if config.num_beams > 1 and config.num_return_sequences > 1:   # the best texts, best first
                     sys.stdout.write("\n---\n".join(echo + text for text in gen.generate_beams(prompt, config)) + "\n")
-                elif config.stream: gen.generate_text(prompt, config, echo=not args.no_echo)
+                elif config.stream:
+                    gen.generate_text(prompt, config, echo=not args.no_echo)
                 else:
-                    for piece in gen.stream(prompt, config): pieces.append(piece)
+                    for piece in gen.stream(prompt, config):
+                        pieces.append(piece)
                     sys.stdout.write(echo + "".join(pieces) + "\n")
                 sys.stdout.flush()
             except KeyboardInterrupt:
-                sys.stdout.write("\n" if config.stream else echo + "".join(pieces) + "\n"); sys.stdout.flush()
-                if gen.last_stats: err.write(f"[{gen.last_stats}]\n")
+                sys.stdout.write("\n" if config.stream else echo + "".join(pieces) + "\n")
+                sys.stdout.flush()
+                if gen.last_stats:
+                    err.write(f"[{gen.last_stats}]\n")
                 return EXIT_INTERRUPTED
-            err.write(f"[{gen.last_stats}]\n"); err.flush()
-        if interactive: gen.interactive_mode(config, chat=args.chat)
+            err.write(f"[{gen.last_stats}]\n")
+            err.flush()
+        if interactive:
+            gen.interactive_mode(config, chat=args.chat)
         return EXIT_OK
-    except (PromptError, ModelNotFoundError) as e: return fail(e, EXIT_USAGE)
-    except (ModelLoadError, ValueError) as e: return fail(e, EXIT_RUNTIME)   # ValueError: a device asked for and absent
-    except KeyboardInterrupt: err.write(f"\n{prog}: interrupted\n"); return EXIT_INTERRUPTED
+    except (PromptError, ModelNotFoundError) as e:
+        return fail(e, EXIT_USAGE)
+    except (ModelLoadError, ValueError) as e:
+        return fail(e, EXIT_RUNTIME)   # ValueError: a device asked for and absent
+    except KeyboardInterrupt:
+        err.write(f"\n{prog}: interrupted\n")
+        return EXIT_INTERRUPTED
     except BrokenPipeError:                                                # `... | head`: the reader left
-        try: os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError, io.UnsupportedOperation): pass
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, io.UnsupportedOperation):
+            pass
         return EXIT_RUNTIME
     except OSError as e:                                                   # loading and reading wrap theirs: this is writing
         return fail(f"could not write the text to stdout ({e.strerror or type(e).__name__}): check where the output goes", EXIT_RUNTIME)
     except Exception as e:
-        if os.environ.get("GPT2_LEARN_DEBUG"): raise
+        if os.environ.get("GPT2_LEARN_DEBUG"):
+            raise
         return fail(f"{type(e).__name__}: {_one_line(e)} (set GPT2_LEARN_DEBUG=1 to see where)", EXIT_RUNTIME)
 
 # %% ../nbs/08_inference.ipynb #ef5a2789
-if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())
+if __name__ == "__main__" and "__file__" in globals():
+    sys.exit(main())

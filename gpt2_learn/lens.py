@@ -19,7 +19,8 @@ __all__ = ['residual_stream', 'logit_lens', 'lens_top', 'plot_logit_lens', 'lens
 def residual_stream(model, input_ids) -> torch.Tensor:
     "The residual stream of one prompt (T,) or (1, T): (n_layer + 1, T, n_embd), the embeddings, then after each block."
     ids, _ = check_inputs(input_ids, None, model.config.vocab_size)
-    if ids.shape[0] != 1: raise ValueError(f"input_ids: one prompt at a time, got a batch of {ids.shape[0]}")
+    if ids.shape[0] != 1:
+        raise ValueError(f"input_ids: one prompt at a time, got a batch of {ids.shape[0]}")
     T = ids.shape[1]
     if not 1 <= T <= model.config.n_positions:
         raise ValueError(f"input_ids must hold 1 to {model.config.n_positions} tokens (the context window), got {T}")

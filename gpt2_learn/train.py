@@ -19,7 +19,8 @@ from .model import GPT2Model, resolve_device
 from .tokenizer import load_tokenizer
 from .weights import (CheckpointError, atomic_torch_save, check_torch_zip, check_weights_fit, load_checkpoint,
                                 load_pretrained, load_state_dict_strict, read_checkpoint, save_checkpoint)
-if _restore_interrupts: _restore_interrupts()                             # the imports are done: KeyboardInterrupt again
+if _restore_interrupts:
+    _restore_interrupts()                             # the imports are done: KeyboardInterrupt again
 
 # %% auto #0
 __all__ = ['BUNDLED_SIZE', 'SIZES', 'SKIP_DIRS', 'TEXT_SUFFIXES', 'RESUME_KEYS', 'TrainError', 'stdlib_sources',
@@ -51,20 +52,28 @@ def stdlib_sources(stdlib: str | Path | None = None, max_file_bytes: int = 200_0
 def build_python_corpus(out_dir: str | Path, max_bytes: int = 10_000_000, stdlib: str | Path | None = None) -> Path:
     "Write the pydoc topics and standard-library sources (PSF license) as text files in `out_dir`."
     import pydoc_data.topics
-    out = Path(out_dir); (out / "pydoc_topics").mkdir(parents=True, exist_ok=True); (out / "stdlib").mkdir(exist_ok=True)
+    out = Path(out_dir)
+    (out / "pydoc_topics").mkdir(parents=True, exist_ok=True)
+    (out / "stdlib").mkdir(exist_ok=True)
     total = 0
     for name in sorted(pydoc_data.topics.topics):
         text = pydoc_data.topics.topics[name].strip() + "\n"
-        (out / "pydoc_topics" / f"{name}.txt").write_text(text, encoding="utf-8"); total += len(text.encode())
+        (out / "pydoc_topics" / f"{name}.txt").write_text(text, encoding="utf-8")
+        total += len(text.encode())
     import sysconfig
     root = Path(stdlib or sysconfig.get_paths()["stdlib"])
     for p in stdlib_sources(root):
-        try: text = p.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError): continue
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
         size = len(text.encode())
-        if total + size > max_bytes: continue
+        if total + size > max_bytes:
+            continue
         dest = out / "stdlib" / p.relative_to(root).with_suffix(".py.txt")
-        dest.parent.mkdir(parents=True, exist_ok=True); dest.write_text(text, encoding="utf-8"); total += size
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(text, encoding="utf-8")
+        total += size
     return out
 
 # %% ../nbs/09_train.ipynb #9469cc76
@@ -72,25 +81,31 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst", ".py")
 
 def collect_files(paths) -> list[Path]:
     "Text files named in `paths` (files, or folders searched recursively), sorted; TrainError if none."
-    if not paths: raise TrainError("no training data: pass --data with text files or folders")
+    if not paths:
+        raise TrainError("no training data: pass --data with text files or folders")
     files = []
     for p in map(Path, paths):
         if p.is_file():
-            if p.stat().st_size == 0: raise TrainError(f"{p} is empty")
+            if p.stat().st_size == 0:
+                raise TrainError(f"{p} is empty")
             files.append(p)
         elif p.is_dir():
             found = sorted(f for f in p.rglob("*") if f.is_file() and f.name.endswith(TEXT_SUFFIXES) and f.stat().st_size > 0)
-            if not found: raise TrainError(f"{p} holds no non-empty text files ({', '.join(TEXT_SUFFIXES)})")
+            if not found:
+                raise TrainError(f"{p} holds no non-empty text files ({', '.join(TEXT_SUFFIXES)})")
             files += found
-        elif p.exists(): raise TrainError(f"{p} is neither a file nor a folder: pass text files or folders of them")
-        else: raise TrainError(f"no such file or folder: {p}")
+        elif p.exists():
+            raise TrainError(f"{p} is neither a file nor a folder: pass text files or folders of them")
+        else:
+            raise TrainError(f"no such file or folder: {p}")
     return files
 
 def data_key(files, val_every: int = 20) -> str:
     "A hash of the files' paths, sizes and mtimes (and the split): the name of their token cache."
     h = hashlib.sha1(f"gpt2-bpe|val_every={val_every}".encode())
     for f in files:
-        st = f.stat(); h.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        st = f.stat()
+        h.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 # %% ../nbs/09_train.ipynb #a2af300a
@@ -106,7 +121,8 @@ def text_pieces(path: str | Path, chars: int = 1 << 16):
             k = k or len(text)
             yield text[:k]
             rest = text[k:]
-    if rest: yield rest
+    if rest:
+        yield rest
 
 def tokenize_files(files, out_path: str | Path, tokenizer=None, batch_chars: int = 1 << 19) -> int:
     """Tokenize each file as one document (`<|endoftext|>` after each) into a flat uint16 file; returns the token count.
@@ -136,7 +152,8 @@ def tokenize_files(files, out_path: str | Path, tokenizer=None, batch_chars: int
                 items.append(None)
             write(f, items)
         os.replace(tmp, out_path)
-    finally: tmp.unlink(missing_ok=True)
+    finally:
+        tmp.unlink(missing_ok=True)
     return n
 
 def split_tokens(all_path, train_path, val_path, val_every: int = 20, chunk: int = 2048) -> tuple[int, int]:
@@ -147,15 +164,20 @@ def split_tokens(all_path, train_path, val_path, val_every: int = 20, chunk: int
     with open(train_path, "wb") as tr, open(val_path, "wb") as va:
         for i, start in enumerate(range(0, len(data), chunk)):
             piece = np.asarray(data[start:start + chunk])
-            if i % val_every == val_every - 1: va.write(piece.tobytes()); n_val += len(piece)
-            else: tr.write(piece.tobytes()); n_train += len(piece)
+            if i % val_every == val_every - 1:
+                va.write(piece.tobytes())
+                n_val += len(piece)
+            else:
+                tr.write(piece.tobytes())
+                n_train += len(piece)
     return n_train, n_val
 
 def prepare_data(paths, cache_dir: str | Path, val_every: int = 20, tokenizer=None) -> tuple[np.memmap, np.memmap, dict]:
     "Tokenize (or find in the cache) the files under `paths`: (train tokens, val tokens, info)."
     files = collect_files(paths)
     key = data_key(files, val_every)
-    folder = Path(cache_dir) / key; meta_path = folder / "meta.json"
+    folder = Path(cache_dir) / key
+    meta_path = folder / "meta.json"
     if not meta_path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         mine = [folder / f".{name}.{os.getpid()}.tmp" for name in ("all.bin", "train.bin", "val.bin")]
@@ -165,13 +187,15 @@ def prepare_data(paths, cache_dir: str | Path, val_every: int = 20, tokenizer=No
             os.replace(mine[1], folder / "train.bin")
             os.replace(mine[2], folder / "val.bin")
         finally:
-            for p in mine: p.unlink(missing_ok=True)
+            for p in mine:
+                p.unlink(missing_ok=True)
         meta = {"key": key, "files": len(files), "bytes": sum(f.stat().st_size for f in files), "tokens": n,
                 "train_tokens": n_train, "val_tokens": n_val, "cached": False}
         tmp = folder / f".meta.json.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(meta, indent=1))
         os.replace(tmp, meta_path)
-    else: meta = {**json.loads(meta_path.read_text()), "cached": True}
+    else:
+        meta = {**json.loads(meta_path.read_text()), "cached": True}
     load = lambda name: np.memmap(folder / name, dtype=np.uint16, mode="r") if (folder / name).stat().st_size else np.zeros(0, np.uint16)
     return load("train.bin"), load("val.bin"), meta
 
@@ -182,8 +206,10 @@ def get_batch(data: np.ndarray, batch_size: int, block_size: int, generator: tor
     """Random windows (starting anywhere, or at one of `starts`): inputs (B, T) and next-token targets (B, T), int64.
     With `world` processes each draws the same `world * batch_size` windows and reads only its own rows (`rank`)."""
     n = batch_size * world                         # the global batch: drawn alike everywhere, so 2 x 4 rows == 1 x 8
-    if starts is None: ix = torch.randint(len(data) - block_size, (n,), generator=generator).tolist()
-    else: ix = starts[torch.randint(len(starts), (n,), generator=generator).numpy()].tolist()
+    if starts is None:
+        ix = torch.randint(len(data) - block_size, (n,), generator=generator).tolist()
+    else:
+        ix = starts[torch.randint(len(starts), (n,), generator=generator).numpy()].tolist()
     ix = ix[rank * batch_size:(rank + 1) * batch_size]
     w = torch.from_numpy(np.stack([np.asarray(data[i:i + block_size + 1], dtype=np.int64) for i in ix]))
     x, y = w[:, :-1], w[:, 1:]
@@ -196,7 +222,8 @@ def line_starts(data: np.ndarray, block_size: int, tokenizer=None) -> np.ndarray
     ends_line = np.array([tok.decode([i]).endswith("\n") for i in range(len(tok))] + [False] * (65536 - len(tok)))
     ends_line[tok.eos_token_id] = True
     n = len(data) - block_size - 1
-    if n < 0: return np.zeros(0, dtype=np.int64)
+    if n < 0:
+        return np.zeros(0, dtype=np.int64)
     starts = np.flatnonzero(ends_line[np.asarray(data[:n], dtype=np.int64)]) + 1
     return np.concatenate([[0], starts[starts <= n]]).astype(np.int64)
 
@@ -219,13 +246,16 @@ def evaluate(model: GPT2Model, tokens, block_size: int | None = None, batch_size
     T = min(block_size or model.config.n_positions, model.config.n_positions)
     tokens = np.asarray(tokens[:max_tokens] if max_tokens else tokens, dtype=np.int64)
     n_win = (len(tokens) - 1) // T
-    if n_win < 1: raise TrainError(f"need more than {T} tokens to evaluate, got {len(tokens)}")
-    was_training = model.training; model.eval()
+    if n_win < 1:
+        raise TrainError(f"need more than {T} tokens to evaluate, got {len(tokens)}")
+    was_training = model.training
+    model.eval()
     total, count = 0.0, 0
     for s in range(0, n_win, batch_size):
         idx = np.arange(s, min(s + batch_size, n_win))[:, None] * T + np.arange(T + 1)[None]
         w = torch.from_numpy(tokens[idx]).to(model.device)
-        if seen is not None: total += seen.nll_sum(model, w[:, :-1], w[:, 1:])
+        if seen is not None:
+            total += seen.nll_sum(model, w[:, :-1], w[:, 1:])
         else:
             logits = model(w[:, :-1])
             total += F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), w[:, 1:].reshape(-1), reduction="sum").item()
@@ -242,18 +272,21 @@ class SeenVocabLoss:
         self.seen, self.unseen = torch.from_numpy(seen), torch.from_numpy(unseen)
         self.rows = torch.cat([self.seen, self.unseen[:1]])                # the seen rows, then the shared row
         self.offset = torch.zeros(len(self.rows))
-        if len(unseen): self.offset[-1] = math.log(len(unseen))           # the shared row stands for all of them
+        if len(unseen):
+            self.offset[-1] = math.log(len(unseen))           # the shared row stands for all of them
         self.column = torch.full((vocab_size,), len(seen))                 # token id -> column of the small softmax
         self.column[self.seen] = torch.arange(len(seen))
 
     def to(self, device) -> SeenVocabLoss:
-        for k in ("seen", "unseen", "rows", "offset", "column"): setattr(self, k, getattr(self, k).to(device))
+        for k in ("seen", "unseen", "rows", "offset", "column"):
+            setattr(self, k, getattr(self, k).to(device))
         return self
 
     @torch.no_grad()
     def tie(self, model: GPT2Model):
         "Give every unseen token the shared row (call after each optimizer step)."
-        if len(self.unseen) > 1: model.wte.weight[self.unseen[1:]] = model.wte.weight[self.unseen[0]]
+        if len(self.unseen) > 1:
+            model.wte.weight[self.unseen[1:]] = model.wte.weight[self.unseen[0]]
 
     def __call__(self, model: GPT2Model, input_ids: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         wte = getattr(model, "module", model).wte                        # (the model itself, or inside DDP)
@@ -263,7 +296,8 @@ class SeenVocabLoss:
     def nll_sum(self, model: GPT2Model, input_ids: torch.Tensor, targets: torch.Tensor) -> float:
         "Summed full-vocabulary cross-entropy of any targets (held-out ones may be unseen: each scored by its own row), exact when tied."
         h, w = model(input_ids, head=False), model.wte.weight
-        if w.shape[0] != len(self.column): raise ValueError(f"the model has {w.shape[0]} tokens, this loss {len(self.column)}")
+        if w.shape[0] != len(self.column):
+            raise ValueError(f"the model has {w.shape[0]} tokens, this loss {len(self.column)}")
         log_z = torch.logsumexp(F.linear(h, w[self.rows]).float() + self.offset.to(h.device), dim=-1)   # the small softmax's denominator
         return float((log_z - (h.float() * w[targets].float()).sum(-1)).sum())
 
@@ -278,7 +312,8 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 def lr_at(step: int, max_steps: int, lr: float, warmup: int = 100, min_lr: float | None = None) -> float:
     "Learning rate at `step`: linear warmup, then cosine decay to `min_lr` (default lr/10) at `max_steps`."
     min_lr = lr / 10 if min_lr is None else min_lr
-    if step < warmup: return lr * (step + 1) / warmup
+    if step < warmup:
+        return lr * (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, max_steps - warmup))
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
 
@@ -290,7 +325,8 @@ def plot_schedule(max_steps: int = 1000, lr: float = 2e-3, warmup: int = 50, min
     steps = np.arange(max_steps)
     ax.plot(steps, [lr_at(int(s), max_steps, lr, warmup, min_lr) for s in steps])
     ax.set(xlabel="step", ylabel="learning rate", title=f"warmup {warmup} steps, cosine to {min_lr or lr / 10:g}")
-    fig.tight_layout(); plt.close(fig)
+    fig.tight_layout()
+    plt.close(fig)
     return fig
 
 # %% ../nbs/09_train.ipynb #0c82ad3a
@@ -300,7 +336,10 @@ class TrainArgs:
     data: list = field(default_factory=list)   # text files or folders
     out_dir: str = "checkpoints"
     size: str = "bundled"                      # a GPT2Config size name, or "bundled"
-    n_layer: int | None = None; n_head: int | None = None; n_embd: int | None = None; n_positions: int | None = None
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    n_positions: int | None = None
     dropout: float = 0.0
     init: str | None = None                    # start from weights: hub id, HF folder or .pth
     resume: bool = False
@@ -328,48 +367,66 @@ class TrainArgs:
 
     def validate(self) -> TrainArgs:
         for name in ("max_steps", "batch_size", "block_size", "grad_accum", "eval_interval", "eval_batches"):
-            if getattr(self, name) < 1: raise TrainError(f"--{name} must be >= 1, got {getattr(self, name)}")
-        if self.save_interval is not None and self.save_interval < 1: raise TrainError(f"--save_interval must be >= 1, got {self.save_interval}")
+            if getattr(self, name) < 1:
+                raise TrainError(f"--{name} must be >= 1, got {getattr(self, name)}")
+        if self.save_interval is not None and self.save_interval < 1:
+            raise TrainError(f"--save_interval must be >= 1, got {self.save_interval}")
         finite = lambda x: isinstance(x, (int, float)) and math.isfinite(x)     # NaN fails every comparison: ask first
-        if not (finite(self.lr) and self.lr > 0): raise TrainError(f"--lr must be a number > 0, got {self.lr}")
+        if not (finite(self.lr) and self.lr > 0):
+            raise TrainError(f"--lr must be a number > 0, got {self.lr}")
         if self.lr > torch.finfo(torch.float32).max:   # the optimizer computes in float32: 1e300 cannot even be applied
             raise TrainError(f"--lr must be at most {torch.finfo(torch.float32).max:.3g} (float32), got {self.lr}")
-        if not str(self.out_dir).strip(): raise TrainError("--out_dir must name a folder, got an empty string")
+        if not str(self.out_dir).strip():
+            raise TrainError("--out_dir must name a folder, got an empty string")
         if self.min_lr is not None and not (finite(self.min_lr) and 0 <= self.min_lr <= self.lr):
             raise TrainError(f"--min_lr must be in [0, --lr], got {self.min_lr}")
-        if self.warmup < 0: raise TrainError(f"--warmup must be >= 0 steps, got {self.warmup}")
-        if not (finite(self.weight_decay) and self.weight_decay >= 0): raise TrainError(f"--weight_decay must be >= 0, got {self.weight_decay}")
+        if self.warmup < 0:
+            raise TrainError(f"--warmup must be >= 0 steps, got {self.warmup}")
+        if not (finite(self.weight_decay) and self.weight_decay >= 0):
+            raise TrainError(f"--weight_decay must be >= 0, got {self.weight_decay}")
         if self.weight_decay > 1 and self.lr * self.weight_decay >= 1:   # AdamW scales the weights by 1 - lr * wd
             raise TrainError(f"--weight_decay {self.weight_decay:g} with --lr {self.lr:g} would scale the weights by "
                              f"1 - lr x weight_decay <= 0 each step: lower --weight_decay (usually 0.01 to 0.1)")
-        if not (finite(self.grad_clip) and self.grad_clip > 0): raise TrainError(f"--grad_clip must be > 0, got {self.grad_clip}")
-        if not (finite(self.dropout) and 0 <= self.dropout < 1): raise TrainError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if not -2**63 <= self.seed < 2**64: raise TrainError(f"--seed must be an integer in [-2**63, 2**64), got {self.seed}")
+        if not (finite(self.grad_clip) and self.grad_clip > 0):
+            raise TrainError(f"--grad_clip must be > 0, got {self.grad_clip}")
+        if not (finite(self.dropout) and 0 <= self.dropout < 1):
+            raise TrainError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if not -2**63 <= self.seed < 2**64:
+            raise TrainError(f"--seed must be an integer in [-2**63, 2**64), got {self.seed}")
         if self.time_budget is not None and not (finite(self.time_budget) and self.time_budget > 0):
             raise TrainError(f"--time_budget must be > 0 seconds, got {self.time_budget}")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(self.device)):
             raise TrainError(f"unknown --device {self.device!r}: use auto, cpu, cuda, cuda:N or mps")
-        if self.size not in SIZES: raise TrainError(f"unknown --size {self.size!r}; choose one of: {', '.join(SIZES)}")
-        if not self.data: raise TrainError("no training data: pass --data with text files or folders")
-        if self.autocast not in ("auto", "bf16", "off"): raise TrainError(f"--autocast must be auto, bf16 or off, got {self.autocast!r}")
-        if self.output_vocab not in ("full", "seen"): raise TrainError(f"--output_vocab must be full or seen, got {self.output_vocab!r}")
-        if self.window_start not in ("any", "line"): raise TrainError(f"--window_start must be any or line, got {self.window_start!r}")
+        if self.size not in SIZES:
+            raise TrainError(f"unknown --size {self.size!r}; choose one of: {', '.join(SIZES)}")
+        if not self.data:
+            raise TrainError("no training data: pass --data with text files or folders")
+        if self.autocast not in ("auto", "bf16", "off"):
+            raise TrainError(f"--autocast must be auto, bf16 or off, got {self.autocast!r}")
+        if self.output_vocab not in ("full", "seen"):
+            raise TrainError(f"--output_vocab must be full or seen, got {self.output_vocab!r}")
+        if self.window_start not in ("any", "line"):
+            raise TrainError(f"--window_start must be any or line, got {self.window_start!r}")
         return self
 
     def model_config(self) -> GPT2Config:
         over = {k: getattr(self, k) for k in ("n_layer", "n_head", "n_embd", "n_positions") if getattr(self, k) is not None}
-        try: return GPT2Config(**{**SIZES[self.size], **over, "dropout": self.dropout})
-        except ValueError as e: raise TrainError(str(e)) from None
+        try:
+            return GPT2Config(**{**SIZES[self.size], **over, "dropout": self.dropout})
+        except ValueError as e:
+            raise TrainError(str(e)) from None
 
 # %% ../nbs/09_train.ipynb #6c59f31f
 def _rng_state(device) -> dict:
     s = {"torch": torch.get_rng_state()}
-    if device.type == "cuda": s["cuda"] = torch.cuda.get_rng_state(device)
+    if device.type == "cuda":
+        s["cuda"] = torch.cuda.get_rng_state(device)
     return s
 
 def _set_rng_state(s: dict, device):
     torch.set_rng_state(s["torch"])
-    if device.type == "cuda" and "cuda" in s: torch.cuda.set_rng_state(s["cuda"], device)
+    if device.type == "cuda" and "cuda" in s:
+        torch.cuda.set_rng_state(s["cuda"], device)
 
 def _build_model(a: TrainArgs, device) -> GPT2Model:
     if a.init is None:
@@ -378,18 +435,24 @@ def _build_model(a: TrainArgs, device) -> GPT2Model:
     p = Path(a.init)
     if not p.exists() and (p.suffix in (".pth", ".pt", ".safetensors", ".bin") or a.init.startswith((".", "/", "~"))):
         raise TrainError(f"--init {a.init}: no such file or folder")                       # a wrong argument: exit 2
-    try: model = load_checkpoint(p) if p.suffix in (".pth", ".pt") and p.is_file() else load_pretrained(a.init)
-    except (OSError, ValueError) as e: raise CheckpointError(f"--init {a.init}: {str(e).strip().splitlines()[0]}") from None
+    try:
+        model = load_checkpoint(p) if p.suffix in (".pth", ".pt") and p.is_file() else load_pretrained(a.init)
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"--init {a.init}: {str(e).strip().splitlines()[0]}") from None
     except Exception as e:                         # a corrupt safetensors file, ...: it cannot be read, exit 1
         raise CheckpointError(f"--init {a.init}: could not load it ({type(e).__name__}): check that the file is complete") from None
     model.config.dropout = a.dropout
     for m in model.modules():                      # the modules copied the rate when they were built
-        if isinstance(m, torch.nn.Dropout): m.p = a.dropout
-        elif isinstance(getattr(m, "dropout", None), float): m.dropout = a.dropout
+        if isinstance(m, torch.nn.Dropout):
+            m.p = a.dropout
+        elif isinstance(getattr(m, "dropout", None), float):
+            m.dropout = a.dropout
     return model
 
 def _save_log(out: Path, log: dict):
-    tmp = out / ".train_log.json.tmp"; tmp.write_text(json.dumps(log, indent=1)); os.replace(tmp, out / "train_log.json")
+    tmp = out / ".train_log.json.tmp"
+    tmp.write_text(json.dumps(log, indent=1))
+    os.replace(tmp, out / "train_log.json")
 
 _NO_ROOM = {getattr(errno, k): why for k, why in (("ENOSPC", "the disk is full"),
                                                   ("EDQUOT", "the disk quota is used up"),
@@ -398,14 +461,17 @@ _NO_ROOM = {getattr(errno, k): why for k, why in (("ENOSPC", "the disk is full")
 
 def _no_room(e: BaseException) -> OSError | None:
     "The OSError behind a failed write that ran out of room (torch reports it as 'unexpected pos'), else None."
-    while e is not None and not (isinstance(e, OSError) and e.errno in _NO_ROOM): e = e.__cause__ or e.__context__
+    while e is not None and not (isinstance(e, OSError) and e.errno in _NO_ROOM):
+        e = e.__cause__ or e.__context__
     return e
 
 def _write_checkpoint(model: GPT2Model, path: Path, **extra) -> Path:
     "`save_checkpoint`, and a write that runs out of room says so in words (the previous file is left as it was)."
-    try: return save_checkpoint(model, path, **extra)
+    try:
+        return save_checkpoint(model, path, **extra)
     except (OSError, RuntimeError) as e:
-        if (cause := _no_room(e)) is None: raise
+        if (cause := _no_room(e)) is None:
+            raise
         again = " with --resume" if (path.parent / "last.pth").is_file() else ""
         msg = (f"could not write {path}: {_NO_ROOM[cause.errno]}; free some space (or choose another --out_dir), "
                f"then run again{again}; the checkpoints already there are intact")
@@ -416,7 +482,8 @@ def _best_on_disk(path: Path) -> float | None:
     try:
         check_torch_zip(path, verify_crc=False)    # stored entries that fit the file: no bomb, even here
         v = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("val_loss")   # mmap: cheap
-    except Exception: return None
+    except Exception:
+        return None
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 else None
 
 def _check_resume(ckpt: dict, path: Path):
@@ -427,20 +494,26 @@ def _check_resume(ckpt: dict, path: Path):
                               f"damaged; start again without --resume")
     count = lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 0
     number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) and v >= 0
-    if not count(ckpt["step"]): bad("step", "an integer >= 0")
-    if not count(ckpt["tokens_seen"]): bad("tokens_seen", "an integer >= 0")
-    if not number(ckpt["best_val"]): bad("best_val", "a loss >= 0 (inf before the first evaluation)")
+    if not count(ckpt["step"]):
+        bad("step", "an integer >= 0")
+    if not count(ckpt["tokens_seen"]):
+        bad("tokens_seen", "an integer >= 0")
+    if not number(ckpt["best_val"]):
+        bad("best_val", "a loss >= 0 (inf before the first evaluation)")
     elapsed = ckpt.get("elapsed", 0.0)
-    if not (number(elapsed) and math.isfinite(elapsed)): bad("elapsed", "seconds >= 0")
+    if not (number(elapsed) and math.isfinite(elapsed)):
+        bad("elapsed", "seconds >= 0")
     if not (isinstance(ckpt["history"], list) and all(isinstance(h, dict) for h in ckpt["history"])):
         bad("history", "a list of evaluations")
     if not (isinstance(ckpt["batch_rng"], torch.Tensor) and ckpt["batch_rng"].dtype == torch.uint8):
         bad("batch_rng", "a generator state")
     if not (isinstance(ckpt["rng"], dict) and isinstance(ckpt["rng"].get("torch"), torch.Tensor)):
         bad("rng", "a dict of generator states")
-    if not isinstance(ckpt["optimizer"], dict): bad("optimizer", "an optimizer state")
+    if not isinstance(ckpt["optimizer"], dict):
+        bad("optimizer", "an optimizer state")
     for name in ("world_size", "global_batch"):    # (absent from checkpoints of single-process runs before them)
-        if name in ckpt and not (count(ckpt[name]) and ckpt[name] >= 1): bad(name, "an integer >= 1")
+        if name in ckpt and not (count(ckpt[name]) and ckpt[name] >= 1):
+            bad(name, "an integer >= 1")
 
 
 # %% ../nbs/09_train.ipynb #0063b2f2
@@ -449,7 +522,8 @@ RESUME_KEYS = {"config", "model", "optimizer", "batch_rng", "rng", "step", "best
 class StopSignals:
     """During a run, Ctrl+C, SIGTERM and SIGHUP (those set to raise KeyboardInterrupt) stop it, but never in the
     middle of a checkpoint write or an optimizer update (`hold`): those finish first. Later signals are only counted."""
-    def __init__(self): self.received, self.held, self.stopping, self.old = [], 0, False, {}
+    def __init__(self):
+        self.received, self.held, self.stopping, self.old = [], 0, False, {}
 
     def __enter__(self) -> StopSignals:
         import threading
@@ -461,7 +535,8 @@ class StopSignals:
         return self
 
     def __exit__(self, *exc):
-        for s, h in self.old.items(): signal.signal(s, h)
+        for s, h in self.old.items():
+            signal.signal(s, h)
 
     def _on(self, signum, frame):
         self.received.append(signum)
@@ -473,8 +548,10 @@ class StopSignals:
     def hold(self):
         "Signals that land inside the block wait for its end (not if it fails: that error comes first)."
         self.held += 1
-        try: yield
-        finally: self.held -= 1
+        try:
+            yield
+        finally:
+            self.held -= 1
         if self.received and not (self.held or self.stopping):
             self.stopping = True
             raise KeyboardInterrupt
@@ -485,13 +562,16 @@ _STALE = re.compile(r"\.(last|best_model)\.pth\.[A-Za-z0-9_]{8}\.tmp|\.train_log
 def out_dir_lock(out: Path):
     """Hold `out/.train.lock` for the run: a second run in the same folder is refused (TrainError, naming the pid that
     holds it). The OS lets go of the lock when the process ends, even by `kill -9`. Stale temporary files go."""
-    try: import fcntl
-    except ImportError: fcntl = None               # (Windows: no lock)
+    try:
+        import fcntl
+    except ImportError:
+        fcntl = None               # (Windows: no lock)
     out.mkdir(parents=True, exist_ok=True)
     fd = os.open(out / ".train.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if fcntl is not None:
-            try: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 pid = os.pread(fd, 20, 0).decode(errors="replace").strip() or "unknown"
                 raise TrainError(f"another training run (pid {pid}) is using {out}: wait for it to end, or choose "
@@ -499,46 +579,62 @@ def out_dir_lock(out: Path):
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
             for f in out.iterdir():                # a killed write's temporary file: ours, and nobody else is writing
-                if _STALE.fullmatch(f.name) and f.is_file(): f.unlink(missing_ok=True)
+                if _STALE.fullmatch(f.name) and f.is_file():
+                    f.unlink(missing_ok=True)
         yield
-    finally: os.close(fd)
+    finally:
+        os.close(fd)
 
 def native_bf16(device: torch.device) -> bool:
     "Whether `device` computes bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or AMX)."
-    if device.type == "cuda": return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":                       # (private to torch: asked with care)
         return any(getattr(torch.cpu, f"_is_{x}_supported", lambda: False)() for x in ("avx512_bf16", "amx_tile"))
     return False
 
 def steps_within(step: int, max_steps: int, time_left: float | None, sec_per_step: float) -> int:
     "The step a run will stop at: `max_steps`, or where the time budget runs out first (the progress bar's total)."
-    if time_left is None or not sec_per_step > 0: return max_steps
+    if time_left is None or not sec_per_step > 0:
+        return max_steps
     return min(max_steps, step + max(0, math.ceil(time_left / sec_per_step)))
 
 class _Diverged(Exception):
     "A loss (or the weights) became non-finite: the run stops, and these weights are never saved."
     def __init__(self, step: int, what: str, value):
-        super().__init__(f"the {what} became {value} at step {step}"); self.step, self.what, self.value = step, what, str(value)
+        super().__init__(f"the {what} became {value} at step {step}")
+        self.step, self.what, self.value = step, what, str(value)
 
 def _finite(what: str, value: float, step: int) -> float:
-    if not math.isfinite(value): raise _Diverged(step, what, value)
+    if not math.isfinite(value):
+        raise _Diverged(step, what, value)
     return value
 
 class _QuietStream:
     "A text stream that goes quiet when its target breaks (`| head` exited, the terminal closed): a lost log line must not cost the run."
-    def __init__(self, target): self.target, self.broken = target, target is None    # None: stderr closed (2>&-)
+    def __init__(self, target):
+        self.target, self.broken = target, target is None    # None: stderr closed (2>&-)
     def write(self, s: str) -> int:
         if not self.broken:
-            try: self.target.write(s); self.target.flush()
-            except (OSError, ValueError): self._break()           # ValueError: the stream was closed
+            try:
+                self.target.write(s)
+                self.target.flush()
+            except (OSError, ValueError):
+                self._break()           # ValueError: the stream was closed
         return len(s)
-    def flush(self): self.write("")
+    def flush(self):
+        self.write("")
     def _break(self):
         self.broken = True
         if self.target is sys.__stderr__:          # the process's own stderr: point it at /dev/null, or Python's flush at exit fails too (status 120)
-            try: fd = os.open(os.devnull, os.O_WRONLY); os.dup2(fd, self.target.fileno()); os.close(fd)
-            except (OSError, ValueError): pass
-    def __getattr__(self, name): return getattr(self.target, name)   # isatty, encoding, fileno: for tqdm
+            try:
+                fd = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(fd, self.target.fileno())
+                os.close(fd)
+            except (OSError, ValueError):
+                pass
+    def __getattr__(self, name):
+        return getattr(self.target, name)   # isatty, encoding, fileno: for tqdm
 
 class _Dist:
     """The processes of a `torchrun` launch (RANK, WORLD_SIZE, LOCAL_RANK in the environment), or a single process.
@@ -626,8 +722,10 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
         log = None                                 # one voice: rank 0's
     def say(msg: str):
         nonlocal log
-        try: log and log(msg)
-        except OSError: log = None                 # a log that writes to a closed stream: stop logging, not training
+        try:
+            log and log(msg)
+        except OSError:
+            log = None                 # a log that writes to a closed stream: stop logging, not training
     global_batch = a.batch_size * a.grad_accum * dd.world
     if dd.launched:
         say(f"training on {dd.world} process{'es' if dd.world > 1 else ''} ({dd.backend or 'no process group'}, "
@@ -637,7 +735,8 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
     dd.barrier()
     if dd.rank != 0:
         train_data, val_data, meta = prepare_data(a.data, a.cache_dir or out / "tokens")
-    try: ckpt = read_checkpoint(out / "last.pth") if a.resume else None
+    try:
+        ckpt = read_checkpoint(out / "last.pth") if a.resume else None
     except CheckpointError as e:                   # torn by a full disk, cut short by a copy: say what to do instead
         best = out / "best_model.pth"
         raise CheckpointError(f"{e}: start again without --resume" + (f", or replace --resume by --init {best} to start from "
@@ -651,15 +750,19 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
             cfg = GPT2Config.from_dict(ckpt["config"])
             check_weights_fit(cfg, ckpt["model"])  # the declared shapes against the weights, before building anything
             model = load_state_dict_strict(GPT2Model(cfg), ckpt["model"])
-        except (ValueError, TypeError, KeyError) as e: raise CheckpointError(f"{out / 'last.pth'}: {e}") from None
-        if ckpt.get("data_key") != meta["key"]: say(f"warning: {out / 'last.pth'} was trained on other data files")
-    else: model = _build_model(a, device)
+        except (ValueError, TypeError, KeyError) as e:
+            raise CheckpointError(f"{out / 'last.pth'}: {e}") from None
+        if ckpt.get("data_key") != meta["key"]:
+            say(f"warning: {out / 'last.pth'} was trained on other data files")
+    else:
+        model = _build_model(a, device)
     cfg = model.config
     if a.block_size > cfg.n_positions:
         raise TrainError(f"--block_size {a.block_size} is over the model's context window ({cfg.n_positions} positions)")
     for name, d in (("training", train_data), ("validation", val_data)):
-        if len(d) <= a.block_size: raise TrainError(f"too little data: {len(d)} {name} tokens for --block_size {a.block_size}; "
-                                                    f"add text or lower --block_size")
+        if len(d) <= a.block_size:
+            raise TrainError(f"too little data: {len(d)} {name} tokens for --block_size {a.block_size}; "
+                             f"add text or lower --block_size")
     model.to(device).train()
     net = model                                    # what the training step calls: the model, or its DDP wrapper
     if dd.on:                                      # a replica per rank; gradients averaged over the ranks in backward
@@ -680,7 +783,8 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
         step, best_val, tokens_seen, history = ckpt["step"], ckpt["best_val"], ckpt["tokens_seen"], list(ckpt["history"])
         elapsed0 = ckpt.get("elapsed", 0.0)
         on_disk = _best_on_disk(out / "best_model.pth")   # killed between best_model.pth and last.pth: the file knows
-        if on_disk is not None and on_disk < best_val: best_val = on_disk
+        if on_disk is not None and on_disk < best_val:
+            best_val = on_disk
         say(f"resumed from {out / 'last.pth'} at step {step}")
         was, gb0 = ckpt.get("world_size", 1), ckpt.get("global_batch")
         if was != dd.world or (gb0 is not None and gb0 != global_batch):
@@ -690,7 +794,8 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
                 "the batches from here on differ from those of an uninterrupted run"))
         if dd.on and cfg.dropout > 0:
             say(f"note: only rank 0's dropout generator is saved: ranks 1 to {dd.world - 1} start new ones")
-    else: torch.manual_seed(a.seed)
+    else:
+        torch.manual_seed(a.seed)
     if dd.rank != 0:                               # its own dropout masks (rank 0 keeps the single-process stream)
         torch.manual_seed(a.seed + 1_000_003 * dd.rank + step)
     bf16 = a.autocast == "bf16" or (a.autocast == "auto" and native_bf16(device))
@@ -699,8 +804,9 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
     starts = line_starts(train_data, a.block_size) if a.window_start == "line" else None
     if seen_loss is not None:
         seen_loss.tie(model)
-        if a.init and ckpt is None: say(f"note: --output_vocab seen ties the rows of the {len(seen_loss.unseen):,} tokens "
-                                        f"absent from the training data into one")
+        if a.init and ckpt is None:
+            say(f"note: --output_vocab seen ties the rows of the {len(seen_loss.unseen):,} tokens "
+                f"absent from the training data into one")
     tokens_per_step = global_batch * a.block_size
     save_every = a.save_interval or a.eval_interval
     n_val = a.eval_batches * a.batch_size * dd.world   # the same windows for any split of the global batch
@@ -719,24 +825,29 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
             for s in range(0, len(mine), a.batch_size):
                 w = torch.from_numpy(np.stack([np.asarray(val_data[i:i + a.block_size + 1], dtype=np.int64)
                                                for i in mine[s:s + a.batch_size]])).to(device)
-                with amp: total += lm_loss(model(w[:, :-1]), w[:, 1:]).item() * len(w)
+                with amp:
+                    total += lm_loss(model(w[:, :-1]), w[:, 1:]).item() * len(w)
                 count += len(w)
         model.train()
         total, count = dd.all_sum([total, count])
         return total / count
 
     def step_loss(x, y, m=model) -> torch.Tensor:
-        with amp: return seen_loss(m, x, y) if seen_loss is not None else lm_loss(m(x), y)
+        with amp:
+            return seen_loss(m, x, y) if seen_loss is not None else lm_loss(m(x), y)
 
     def check_params():
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()): raise _Diverged(step, "weights", "non-finite")
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise _Diverged(step, "weights", "non-finite")
 
     def check_weights():
         "An update can blow the weights up after its loss was checked: look again before they are saved."
         check_params()
-        if x is None: return                       # no step yet: the weights are the initial or the resumed ones
+        if x is None:
+            return                       # no step yet: the weights are the initial or the resumed ones
         model.eval()                               # no dropout, so no random numbers drawn: resume stays exact
-        with torch.no_grad(): v = step_loss(x, y).item()
+        with torch.no_grad():
+            v = step_loss(x, y).item()
         model.train()
         if not alone:
             v = dd.all_sum([v])[0]                 # one rank's non-finite loss stops them all
@@ -787,11 +898,15 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
                 spent = elapsed0 + time.time() - t0
                 if a.time_budget is not None:
                     spent = dd.from_rank0(spent)   # one clock for all ranks: they stop (and schedule) together
-                if a.time_budget is not None and spent >= a.time_budget: stop_reason = "time_budget"; break
+                if a.time_budget is not None and spent >= a.time_budget:
+                    stop_reason = "time_budget"
+                    break
                 by_time = a.schedule_by_time and a.time_budget
                 sched_step = max(step, int(spent / a.time_budget * a.max_steps)) if by_time else step
-                ts = time.time(); lr = lr_at(sched_step, a.max_steps, a.lr, a.warmup, a.min_lr)
-                for g in opt.param_groups: g["lr"] = lr
+                ts = time.time()
+                lr = lr_at(sched_step, a.max_steps, a.lr, a.warmup, a.min_lr)
+                for g in opt.param_groups:
+                    g["lr"] = lr
                 loss_sum = 0.0
                 for i in range(a.grad_accum):
                     x, y = get_batch(train_data, a.batch_size, a.block_size, gen, device, starts, dd.rank, dd.world)
@@ -806,9 +921,12 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
                 _finite("training loss", loss_sum, step + 1)   # before the update spreads it
                 _finite("gradient norm", gnorm, step + 1)
                 with stops.hold():                 # the update, whole or not at all: a resume is exact
-                    opt.step(); opt.zero_grad(set_to_none=True)
-                    if seen_loss is not None: seen_loss.tie(model)
-                    step += 1; tokens_seen += tokens_per_step
+                    opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    if seen_loss is not None:
+                        seen_loss.tie(model)
+                    step += 1
+                    tokens_seen += tokens_per_step
                     rng_now = (gen.get_state(), _rng_state(device))
                 loss_ema = loss_sum if loss_ema is None else 0.9 * loss_ema + 0.1 * loss_sum
                 if a.time_budget is not None:      # count down to whichever comes first, max_steps or the time budget
@@ -826,9 +944,12 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
                         msg += " (best)"
                     bar.write(msg, file=err) if not bar.disable else say(msg)
                     save_log({**info, "history": history})
-                if step % save_every == 0: checkpoint(out / "last.pth")
-        except KeyboardInterrupt: stop_reason = "interrupted"
-        except _Diverged as e: stop_reason, diverged = "diverged", e
+                if step % save_every == 0:
+                    checkpoint(out / "last.pth")
+        except KeyboardInterrupt:
+            stop_reason = "interrupted"
+        except _Diverged as e:
+            stop_reason, diverged = "diverged", e
         except RuntimeError as e:                  # another rank died: a collective failed (before any update)
             if not dd.on or isinstance(e, torch.OutOfMemoryError):   # (this rank's own failure: said as such)
                 raise
@@ -841,7 +962,8 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
             if stop_reason == "time_budget" and step > 0 and (not history or history[-1]["step"] != step):
                 vl = evaluation()
                 say(f"step {step}: val {vl:.4f} (time budget spent)")
-                if vl < best_val: save_best(vl)
+                if vl < best_val:
+                    save_best(vl)
             no_best = not (out / "best_model.pth").exists()
             if dd.on and not alone:
                 no_best = bool(dd.from_rank0(no_best))   # rank 0's folder decides
@@ -853,13 +975,15 @@ def _run(a: TrainArgs, out: Path, device: torch.device, log, dd: _Dist | None = 
                 need_last = bool(dd.from_rank0(need_last))
             if stop_reason != "diverged" and need_last:
                 checkpoint(out / "last.pth")
-        except _Diverged as e: stop_reason, diverged = "diverged", e
+        except _Diverged as e:
+            stop_reason, diverged = "diverged", e
         if stops.received and stop_reason in ("max_steps", "time_budget"):
             stop_reason = "interrupted"            # a signal during the last saves: they are done, and it is honoured
         result = {**info, "history": history, "step": step, "tokens_seen": tokens_seen, "best_val": best_val,
                   "stop_reason": stop_reason, "elapsed": round(elapsed0 + time.time() - t0, 1)}
-        if diverged: result["diverged"] = {"step": diverged.step, "what": diverged.what, "value": diverged.value,
-                                           "last_good": str(last_good) if last_good else None}
+        if diverged:
+            result["diverged"] = {"step": diverged.step, "what": diverged.what, "value": diverged.value,
+                                  "last_good": str(last_good) if last_good else None}
         if lost is not None:
             why = re.sub(r"^\[[^\]]*\]\s*", "", _message(lost))   # gloo's "[file:line] what. More words."
             result["lost"] = why.split(". ")[0]
@@ -874,8 +998,11 @@ def plot_history(history: list[dict], title: str = "training"):
     tokens = [h["tokens"] for h in history]
     ax.plot(tokens, [h["train_loss"] for h in history], "o-", label="train (running mean)")
     ax.plot(tokens, [h["val_loss"] for h in history], "s-", label="validation")
-    ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats)", title=title); ax.legend(); ax.grid(alpha=0.3)
-    fig.tight_layout(); plt.close(fig)
+    ax.set(xlabel="tokens seen", ylabel="cross-entropy (nats)", title=title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    plt.close(fig)
     return fig
 
 # %% ../nbs/09_train.ipynb #12a4337e
@@ -886,7 +1013,8 @@ def export_bundled(ckpt: str | Path, out: str | Path, dtype: torch.dtype = torch
                               "model": {k: v.to(dtype) if v.is_floating_point() else v for k, v in c["model"].items()}}, out)
 
 # %% ../nbs/09_train.ipynb #c35c877b
-def _prog() -> str: return cli_name("gpt2-learn-train", "train")
+def _prog() -> str:
+    return cli_name("gpt2-learn-train", "train")
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):   # one line, not the usage block (as the inference CLI's)
@@ -931,11 +1059,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus_bytes", type=int, default=10_000_000, help="size cap of --build_corpus")
     helps = _help()
     for f in fields(TrainArgs):
-        if f.name == "data": continue
+        if f.name == "data":
+            continue
         default = getattr(d, f.name)
         h = helps.get(f.name, f.name.replace("_", " ")) + ("" if default is None or isinstance(default, bool) else f" (default: {default})")
-        if isinstance(default, bool): p.add_argument(f"--{f.name}", action="store_true", help=h); continue
-        if f.name == "progress": p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=h); continue
+        if isinstance(default, bool):
+            p.add_argument(f"--{f.name}", action="store_true", help=h)
+            continue
+        if f.name == "progress":
+            p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help=h)
+            continue
         typ = {"lr": float, "min_lr": float, "dropout": float, "weight_decay": float, "grad_clip": float, "time_budget": float}.get(
             f.name, int if f.type in ("int", "int | None") else str)
         p.add_argument(f"--{f.name}", type=typ, default=default, help=h)
@@ -943,13 +1076,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _message(e: BaseException) -> str:
     "One line for an error: an OSError as 'path: reason', anything else its first line."
-    if isinstance(e, OSError) and e.strerror: return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
+    if isinstance(e, OSError) and e.strerror:
+        return f"{e.filename}: {e.strerror}" if e.filename else e.strerror
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
 
 def main(argv=None) -> int:
     "CLI entry point; returns the exit status (0 ok, 1 a file could not be read or written or the loss diverged, 2 bad input, 130 interrupted)."
-    if sys.stderr is None: sys.stderr = open(os.devnull, "w", encoding="utf-8")   # 2>&-: the run goes on, silently
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")   # 2>&-: the run goes on, silently
     args = build_parser().parse_args(argv)
     err = _QuietStream(sys.stderr)                 # a closed stderr silences the messages, never the run
     rank = os.environ.get("RANK", "0")
@@ -963,18 +1098,23 @@ def main(argv=None) -> int:
             err.write(f"{msg} (rank {rank})\n")
         put(msg)
         return code
-    if args.corpus_bytes < 1: return fail(f"--corpus_bytes must be >= 1, got {args.corpus_bytes}", 2)
+    if args.corpus_bytes < 1:
+        return fail(f"--corpus_bytes must be >= 1, got {args.corpus_bytes}", 2)
     if args.build_corpus:
-        try: out = build_python_corpus(args.build_corpus, args.corpus_bytes)
-        except OSError as e: return fail(f"could not write the corpus ({_message(e)}): choose a folder you can write to", 1)
-        put(f"wrote the Python corpus to {out}"); return 0
+        try:
+            out = build_python_corpus(args.build_corpus, args.corpus_bytes)
+        except OSError as e:
+            return fail(f"could not write the corpus ({_message(e)}): choose a folder you can write to", 1)
+        put(f"wrote the Python corpus to {out}")
+        return 0
     kw = {k: v for k, v in vars(args).items() if k not in ("build_corpus", "corpus_bytes")}
     a = TrainArgs(**kw)
     stops = [getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]   # kill, the terminal closed: save, as Ctrl+C
     old = {s: signal.signal(s, signal.default_int_handler) for s in stops if signal.getsignal(s) is not signal.SIG_IGN}  # nohup: stay
     try:
         r = train(a, log=put)
-    except TrainError as e: return fail(e, 2)
+    except TrainError as e:
+        return fail(e, 2)
     except (NotADirectoryError, FileExistsError, PermissionError) as e:   # the folders it writes: a file in the way, no rights
         return fail(f"{_message(e)}: choose an --out_dir (and --cache_dir) that can be written", 1)
     except (ValueError, OSError) as e:             # a checkpoint that cannot be read, an absent device, a full disk
@@ -983,14 +1123,18 @@ def main(argv=None) -> int:
                         f"--out_dir), then run again", 1)
         return fail(e, 1)
     except KeyboardInterrupt:
-        put(f"{_prog()}: interrupted"); return 130
+        put(f"{_prog()}: interrupted")
+        return 130
     except Exception as e:
-        if os.environ.get("GPT2_LEARN_DEBUG"): raise
+        if os.environ.get("GPT2_LEARN_DEBUG"):
+            raise
         return fail(f"{type(e).__name__}: {_message(e)} (set GPT2_LEARN_DEBUG=1 to see where)", 1)
     finally:
-        for s, h in old.items(): signal.signal(s, h)
+        for s, h in old.items():
+            signal.signal(s, h)
         if _restore_interrupts is not None:        # the program is ending: a late signal must not make it -2/-15
-            for s in [signal.SIGINT, *old]: signal.signal(s, signal.SIG_IGN)
+            for s in [signal.SIGINT, *old]:
+                signal.signal(s, signal.SIG_IGN)
     if r["stop_reason"] == "lost":                 # (rank 0 saved last.pth; it says so)
         last = Path(a.out_dir) / "last.pth"
         return 1 if quiet else fail(f"another training process ended ({r['lost']}); {last} holds step {r['step']}: "
