@@ -4,168 +4,232 @@
 
 # %% ../nbs/06_generation.ipynb #c19f76bb
 from __future__ import annotations
-import dataclasses, math, warnings
-from collections.abc import Iterator, Sequence
+import dataclasses, warnings
+from collections.abc import Callable, Iterator, Sequence
 import torch
 from .config import InferenceConfig
 from .kv_cache import KVCache
-from .sampling import process_logits, select_next_token
+from .sampling import NonFiniteLogitsError, check_logits, process_logits, select_next_token
 
 # %% auto #0
-__all__ = ['pad_left', 'NonFiniteLogitsError', 'check_logits', 'check_inputs', 'as_config', 'generate', 'generate_ids',
-           'TextStream']
-
-# %% ../nbs/06_generation.ipynb #b08d38ff
-def pad_left(sequences: Sequence[Sequence[int]], pad_id: int = 50256) -> tuple[torch.Tensor, torch.Tensor]:
-    "Left-pad lists of token ids into (B, T) `input_ids` and a 0/1 `attention_mask`."
-    if not sequences or any(len(s) == 0 for s in sequences): raise ValueError("every prompt needs at least one token")
-    if not hasattr(pad_id, "__index__") or isinstance(pad_id, bool): raise TypeError(f"pad_id must be a token id (an int), got {pad_id!r}")
-    T = max(len(s) for s in sequences)
-    ids = torch.full((len(sequences), T), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), T), dtype=torch.long)
-    for i, s in enumerate(sequences):
-        ids[i, T - len(s):] = torch.as_tensor(list(s), dtype=torch.long); mask[i, T - len(s):] = 1
-    return ids, mask
-
-# %% ../nbs/06_generation.ipynb #e57fd6f2
-def _trace_step(raw: torch.Tensor, processed: torch.Tensor, token: torch.Tensor, k: int) -> dict:
-    before, after = raw.float().softmax(-1), processed.softmax(-1)
-    k = min(k, raw.shape[-1])
-    pb, ib = before.topk(k, dim=-1); pa, ia = after.topk(k, dim=-1)
-    return {"top_ids_before": ib.cpu(), "top_probs_before": pb.cpu(), "top_ids_after": ia.cpu(), "top_probs_after": pa.cpu(),
-            "token": token.cpu(), "token_prob_before": before.gather(1, token[:, None])[:, 0].cpu(),
-            "token_prob_after": after.gather(1, token[:, None])[:, 0].cpu(),
-            "kept": torch.isfinite(processed).sum(-1).cpu()}
-
-# %% ../nbs/06_generation.ipynb #20988ae8
-class NonFiniteLogitsError(ValueError):
-    "The model's output holds NaN or inf: no token can be chosen from it."
-    def __init__(self, message: str = "the model's logits hold NaN or inf: its weights may hold NaN/inf (a checkpoint from a "
-                                      "training run that diverged?), or half precision overflowed (try --dtype float32)"):
-        super().__init__(message)
-
-def check_logits(logits: torch.Tensor) -> torch.Tensor:
-    "`logits` unchanged if all are finite; otherwise `NonFiniteLogitsError` saying what to do."
-    if not math.isfinite(float(logits.sum(dtype=torch.float32))):        # a NaN or inf anywhere spreads to the sum
-        raise NonFiniteLogitsError()
-    return logits
+__all__ = ['check_inputs', 'as_config', 'prepare_generation', 'decode_loop', 'generate', 'generate_ids', 'pad_left', 'TextStream']
 
 # %% ../nbs/06_generation.ipynb #4a935429
-def check_inputs(input_ids, attention_mask, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    "(ids, mask) as (B, T) tensors (lists and 1-D accepted); TypeError/ValueError saying what is wrong."
+def _as_token_ids(input_ids, vocab_size: int) -> torch.Tensor:
+    "`input_ids` as a (B, T) integer tensor; TypeError/ValueError saying what is wrong."
     if not isinstance(input_ids, torch.Tensor):
-        try: input_ids = torch.as_tensor(input_ids)
-        except (TypeError, ValueError, RuntimeError):                     # None, a str, rows of different lengths, ...
+        try:
+            input_ids = torch.as_tensor(input_ids)
+        except (TypeError, ValueError, RuntimeError):                     # None, a str, rows of different lengths
             kind = ValueError if isinstance(input_ids, (list, tuple)) else TypeError
             raise kind(f"input_ids must be token ids (a tensor, or a list of ints or of equal-length rows: pad_left "
                        f"makes them equal; torch.stack joins tensors), got {type(input_ids).__name__}") from None
-        if input_ids.numel() == 0: input_ids = input_ids.long()
+        if input_ids.numel() == 0:
+            input_ids = input_ids.long()
     if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
         raise TypeError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
-    if input_ids.dtype not in (torch.int32, torch.int64): input_ids = input_ids.long()      # uint16 (a token file), int8, ...
-    if input_ids.dim() == 1: input_ids = input_ids[None]
-    if input_ids.dim() != 2: raise ValueError(f"input_ids must be (batch, tokens) or (tokens,), got shape {tuple(input_ids.shape)}")
+    if input_ids.dtype not in (torch.int32, torch.int64):                 # uint16 (a token file), int8, ...
+        input_ids = input_ids.long()
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (batch, tokens) or (tokens,), got shape {tuple(input_ids.shape)}")
     if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
-        raise ValueError(f"token ids must be in [0, {vocab_size}) for this model, got {int(input_ids.min())}..{int(input_ids.max())}")
-    if attention_mask is None: return input_ids, None
-    if not isinstance(attention_mask, torch.Tensor): attention_mask = torch.as_tensor(attention_mask)
-    if attention_mask.dim() == 1: attention_mask = attention_mask[None]
+        raise ValueError(f"token ids must be in [0, {vocab_size}) for this model, "
+                         f"got {int(input_ids.min())}..{int(input_ids.max())}")
+    return input_ids
+
+
+def _as_mask(attention_mask, input_ids: torch.Tensor) -> torch.Tensor:
+    "`attention_mask` as a left-padded (B, T) 0/1 tensor the shape of `input_ids`; ValueError otherwise."
+    if not isinstance(attention_mask, torch.Tensor):
+        attention_mask = torch.as_tensor(attention_mask)
+    if attention_mask.dim() == 1:
+        attention_mask = attention_mask[None]
     if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids {tuple(input_ids.shape)}: one 0/1 per token")
-    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()): raise ValueError("attention_mask must hold 0s and 1s only")
+        raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)} but input_ids "
+                         f"{tuple(input_ids.shape)}: one 0/1 per token")
+    if not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
+        raise ValueError("attention_mask must hold 0s and 1s only")
     real = attention_mask != 0
     if input_ids.shape[1] and (not bool(real[:, -1].all()) or bool((real[:, 1:] < real[:, :-1]).any())):
-        raise ValueError("attention_mask: pad on the left (0s, then 1s, the last token of every row real): pad_left does it")
-    return input_ids, attention_mask
+        raise ValueError("attention_mask: pad on the left (0s, then 1s, the last token of every row real): "
+                         "pad_left does it")
+    return attention_mask
+
+
+def check_inputs(input_ids, attention_mask, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    "(ids, mask) as (B, T) tensors (lists and 1-D accepted); TypeError/ValueError saying what is wrong."
+    input_ids = _as_token_ids(input_ids, vocab_size)
+    if attention_mask is None:
+        return input_ids, None
+    return input_ids, _as_mask(attention_mask, input_ids)
+
 
 def as_config(config=None, **overrides) -> InferenceConfig:
     "None -> the defaults, a dict -> InferenceConfig(**dict), an InferenceConfig as it is; then `overrides`."
-    if config is None: config = InferenceConfig()
-    elif isinstance(config, dict): overrides = {**config, **overrides}; config = InferenceConfig()
+    if config is None:
+        config = InferenceConfig()
+    elif isinstance(config, dict):
+        overrides = {**config, **overrides}
+        config = InferenceConfig()
     elif not isinstance(config, InferenceConfig):
         raise TypeError(f"config must be an InferenceConfig (or a dict of its fields), got {type(config).__name__}")
     names = [f.name for f in dataclasses.fields(InferenceConfig)]
-    if unknown := [k for k in overrides if k not in names]:
+    unknown = [k for k in overrides if k not in names]
+    if unknown:
         raise TypeError(f"InferenceConfig has no field {unknown[0]!r}: use one of {', '.join(names)}")
     return config.replace(**overrides) if overrides else config
 
-# %% ../nbs/06_generation.ipynb #c41ac8e0
-@torch.no_grad()
-def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, config: InferenceConfig | None = None,
-             attention_mask: torch.Tensor | None = None, *, use_cache: bool = True, trace: list | None = None,
-             trace_top: int = 10, info: dict | None = None, fast: bool = True, **overrides) -> Iterator[torch.Tensor]:
-    "Yield the next token of every row, a LongTensor (B,), one step at a time (`fast`: CUDA graphs on a GPU)."
-    config = as_config(config, **overrides)
-    if max_new_tokens is not None: config = config.replace(max_new_tokens=max_new_tokens)
-    config.validate()
+# %% ../nbs/06_generation.ipynb #feb89661
+def _check_request(model, config: InferenceConfig, trace_top: int) -> None:
+    "The checks that need the model or that `InferenceConfig.validate` cannot make."
     if config.num_beams > 1:                                           # a search over whole sequences, not a stream
         raise ValueError(f"num_beams={config.num_beams} is beam search, which does not yield one token a step: "
                          f"use gpt2_learn.beam.beam_search(model, input_ids, config=...)")
     if isinstance(trace_top, bool) or not isinstance(trace_top, int) or trace_top < 1:
         raise ValueError(f"trace_top must be an integer >= 1 (candidates kept a step), got {trace_top!r}")
-    if config.eos_token_id is not None and config.eos_token_id >= model.config.vocab_size:
-        raise ValueError(f"eos_token_id={config.eos_token_id} is not a token of this model ({model.config.vocab_size} in its "
+    vocab_size = model.config.vocab_size
+    if config.eos_token_id is not None and config.eos_token_id >= vocab_size:
+        raise ValueError(f"eos_token_id={config.eos_token_id} is not a token of this model ({vocab_size} in its "
                          f"vocabulary): give its end-of-text id, or None")
-    input_ids, attention_mask = check_inputs(input_ids, attention_mask, model.config.vocab_size)
     if model.training and model.config.dropout > 0:
-        warnings.warn("the model is in training mode, so dropout makes every step random: call model.eval() before generating")
-    device, n_ctx = model.device, model.config.n_positions
-    input_ids = input_ids.to(device)
-    if attention_mask is not None: attention_mask = attention_mask.to(device)
+        warnings.warn("the model is in training mode, so dropout makes every step random: "
+                      "call model.eval() before generating")
+
+
+def _tokens_that_fit(prompt_len: int, max_new_tokens: int, n_ctx: int) -> int:
+    "How many new tokens the context window leaves; ValueError if the prompt itself does not fit."
+    if prompt_len == 0:
+        raise ValueError("the prompt is empty: give at least one token (if a tokenizer made it, did it load? "
+                         "gpt2_learn.tokenizer.load_tokenizer() needs no network)")
+    if prompt_len >= n_ctx:
+        raise ValueError(f"the prompt is {prompt_len} tokens; the context window is {n_ctx}, "
+                         f"so it must be at most {n_ctx - 1}: shorten it")
+    if prompt_len + max_new_tokens <= n_ctx:
+        return max_new_tokens
+    n_new = n_ctx - prompt_len
+    warnings.warn(f"max_new_tokens={max_new_tokens} clipped to {n_new}: the prompt ({prompt_len}) and the new "
+                  f"tokens must fit the context window ({n_ctx})")
+    return n_new
+
+
+def prepare_generation(model, input_ids, max_new_tokens: int | None = None,
+                       config: InferenceConfig | dict | None = None, attention_mask=None, *,
+                       info: dict | None = None, trace_top: int = 10,
+                       **overrides) -> tuple[InferenceConfig, torch.Tensor, torch.Tensor | None, int]:
+    "Check a request once: (validated config, ids and mask on the model's device, new tokens that fit)."
+    config = as_config(config, **overrides)
+    if max_new_tokens is not None:
+        config = config.replace(max_new_tokens=max_new_tokens)
+    config.validate()
+    _check_request(model, config, trace_top)
+    input_ids, attention_mask = check_inputs(input_ids, attention_mask, model.config.vocab_size)
+    n_new = _tokens_that_fit(input_ids.shape[1], config.max_new_tokens, model.config.n_positions)
+    if info is not None:
+        stop_reason = "max_new_tokens" if n_new == config.max_new_tokens else "context window"
+        info.update(prompt_tokens=input_ids.shape[1], new_tokens=0, stop_reason=stop_reason)
+    input_ids = input_ids.to(model.device)
+    if attention_mask is not None:
+        attention_mask = attention_mask.to(model.device)
+    return config, input_ids, attention_mask, n_new
+
+# %% ../nbs/06_generation.ipynb #e57fd6f2
+def _trace_step(raw: torch.Tensor, processed: torch.Tensor, token: torch.Tensor, k: int) -> dict:
+    "One step of a trace: the top-k candidates before and after the pipeline, and the token chosen."
+    before = raw.float().softmax(-1)
+    after = processed.softmax(-1)
+    k = min(k, raw.shape[-1])
+    probs_before, ids_before = before.topk(k, dim=-1)
+    probs_after, ids_after = after.topk(k, dim=-1)
+    return {"top_ids_before": ids_before.cpu(), "top_probs_before": probs_before.cpu(),
+            "top_ids_after": ids_after.cpu(), "top_probs_after": probs_after.cpu(), "token": token.cpu(),
+            "token_prob_before": before.gather(1, token[:, None])[:, 0].cpu(),
+            "token_prob_after": after.gather(1, token[:, None])[:, 0].cpu(),
+            "kept": torch.isfinite(processed).sum(-1).cpu()}
+
+# %% ../nbs/06_generation.ipynb #c41ac8e0
+def _next_logits(model, seq: torch.Tensor, cache: KVCache | None, mask: torch.Tensor | None) -> torch.Tensor:
+    "Logits (B, V) after `seq`: its last token through the cache, or (no cache) the whole sequence again."
+    ids = seq[:, -1:] if cache is not None else seq
+    return model(ids, kv_cache=cache, attention_mask=mask, last_only=True)[:, -1]
+
+
+@torch.no_grad()
+def decode_loop(model, input_ids: torch.Tensor, n_new: int, config: InferenceConfig,
+                attention_mask: torch.Tensor | None = None, *, use_cache: bool = True, trace: list | None = None,
+                trace_top: int = 10, info: dict | None = None) -> Iterator[torch.Tensor]:
+    "Yield the next token of every row, (B,), `n_new` times at most; inputs as `prepare_generation` returns them."
     B, T0 = input_ids.shape
-    if T0 == 0: raise ValueError("the prompt is empty: give at least one token (if a tokenizer made it, did it load? "
-                                 "gpt2_learn.tokenizer.load_tokenizer() needs no network)")
-    if T0 >= n_ctx: raise ValueError(f"the prompt is {T0} tokens; the context window is {n_ctx}, so it must be at most {n_ctx - 1}: shorten it")
-    n_new = config.max_new_tokens
-    if T0 + n_new > n_ctx:
-        n_new = n_ctx - T0
-        warnings.warn(f"max_new_tokens={config.max_new_tokens} clipped to {n_new}: the prompt ({T0}) and the new tokens must fit the context window ({n_ctx})")
-    info = info if info is not None else {}
-    info.update(prompt_tokens=T0, new_tokens=0, stop_reason="max_new_tokens" if n_new == config.max_new_tokens else "context window")
-
-    if fast and use_cache and trace is None and device.type == "cuda":       # the performance notebook's fast path
-        from gpt2_learn.fast import fast_generate, fast_path_supports
-        if fast_path_supports(config):
-            yield from fast_generate(model, input_ids, n_new, config, attention_mask, info); return
-
-    seq = torch.empty((B, T0 + n_new), dtype=torch.long, device=device)     # prompt + generated, for the penalties
+    device = input_ids.device
+    eos = config.eos_token_id
+    info = {} if info is None else info
+    seq = input_ids.new_empty((B, T0 + n_new))                               # prompt + generated tokens
     seq[:, :T0] = input_ids
     mask = None
-    if attention_mask is not None:
-        mask = torch.ones((B, T0 + n_new), dtype=torch.long, device=device)
-        mask[:, :T0] = attention_mask
-    generator = torch.Generator(device=device).manual_seed(config.seed) if config.seed is not None else None
-    eos = config.eos_token_id
-    unfinished = torch.ones(B, dtype=torch.bool, device=device)
+    if attention_mask is not None:                                           # new tokens are all real
+        mask = torch.cat([attention_mask, attention_mask.new_ones((B, n_new))], dim=1)
+    generator = None if config.seed is None else torch.Generator(device=device).manual_seed(config.seed)
     cache = KVCache(model.config, B, T0 + n_new, device, model.dtype) if use_cache else None
+    unfinished = torch.ones(B, dtype=torch.bool, device=device)
 
     logits = model(input_ids, kv_cache=cache, attention_mask=attention_mask, last_only=True)[:, -1]   # 1. prefill
     for step in range(n_new):
         cur = T0 + step
-        raw = check_logits(logits).float()                                     # as transformers: float32 scores
-        scores = process_logits(raw, seq[:, :cur], config, prompt_len=T0,      # 2. process
-                                mask=mask[:, :cur] if mask is not None else None)
-        token = select_next_token(scores, config, generator)                   # 3. choose
-        if eos is not None: token = torch.where(unfinished, token, torch.full_like(token, eos))
-        if trace is not None: trace.append({"step": step, **_trace_step(raw, scores, token, trace_top)})
+        seen_mask = None if mask is None else mask[:, :cur]
+        raw = check_logits(logits).float()                                   # float32 scores, as transformers
+        scores = process_logits(raw, seq[:, :cur], config, prompt_len=T0, mask=seen_mask)      # 2. process
+        token = select_next_token(scores, config, generator)                 # 3. choose
+        if eos is not None:
+            token = torch.where(unfinished, token, torch.full_like(token, eos))
+        if trace is not None:
+            trace.append({"step": step, **_trace_step(raw, scores, token, trace_top)})
         info["new_tokens"] = step + 1
-        yield token                                                            # 4. stream
+        yield token                                                          # 4. stream
         seq[:, cur] = token
-        if eos is not None:                                                    # 5. stop
+        if eos is not None:                                                  # 5. stop
             unfinished &= token != eos
-            if not bool(unfinished.any()): info["stop_reason"] = "eos"; return
-        if step + 1 == n_new: return
-        step_mask = mask[:, :cur + 1] if mask is not None else None            # 6. decode one token
-        if use_cache: logits = model(token[:, None], kv_cache=cache, attention_mask=step_mask, last_only=True)[:, -1]
-        else: logits = model(seq[:, :cur + 1], attention_mask=step_mask, last_only=True)[:, -1]
+            if not bool(unfinished.any()):
+                info["stop_reason"] = "eos"
+                return
+        if step + 1 < n_new:                                                 # 6. decode one token
+            logits = _next_logits(model, seq[:, :cur + 1], cache, None if mask is None else mask[:, :cur + 1])
+
+# %% ../nbs/06_generation.ipynb #78504167
+def generate(model, input_ids: torch.Tensor, max_new_tokens: int | None = None,
+             config: InferenceConfig | dict | None = None, attention_mask: torch.Tensor | None = None, *,
+             use_cache: bool = True, trace: list | None = None, trace_top: int = 10, info: dict | None = None,
+             fast: bool = True, **overrides) -> Iterator[torch.Tensor]:
+    "Yield the next token of every row, a LongTensor (B,), one step at a time (`fast` is read by `model.generate`)."
+    info = {} if info is None else info
+    config, input_ids, attention_mask, n_new = prepare_generation(
+        model, input_ids, max_new_tokens, config, attention_mask, info=info, trace_top=trace_top, **overrides)
+    yield from decode_loop(model, input_ids, n_new, config, attention_mask, use_cache=use_cache, trace=trace,
+                           trace_top=trace_top, info=info)
 
 # %% ../nbs/06_generation.ipynb #699b3d4a
-def generate_ids(model, input_ids: torch.Tensor, max_new_tokens: int | None = None, config: InferenceConfig | None = None,
-                 attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
-    "Prompt + generated ids, (B, T0 + n): `generate` run to the end."
+def generate_ids(model, input_ids: torch.Tensor, max_new_tokens: int | None = None,
+                 config: InferenceConfig | dict | None = None, attention_mask: torch.Tensor | None = None,
+                 **kwargs) -> torch.Tensor:
+    "Prompt + generated ids, (B, T0 + n): `model.generate` run to the end."
     input_ids, attention_mask = check_inputs(input_ids, attention_mask, model.config.vocab_size)
-    new = list(generate(model, input_ids, max_new_tokens, config, attention_mask, **kwargs))
+    new = list(model.generate(input_ids, max_new_tokens, config, attention_mask=attention_mask, **kwargs))
     return torch.cat([input_ids.to(model.device)] + [t[:, None] for t in new], dim=1)
+
+# %% ../nbs/06_generation.ipynb #b08d38ff
+def pad_left(sequences: Sequence[Sequence[int]], pad_id: int = 50256) -> tuple[torch.Tensor, torch.Tensor]:
+    "Left-pad lists of token ids into (B, T) `input_ids` and a 0/1 `attention_mask`."
+    if not sequences or any(len(s) == 0 for s in sequences):
+        raise ValueError("every prompt needs at least one token")
+    if not hasattr(pad_id, "__index__") or isinstance(pad_id, bool):
+        raise TypeError(f"pad_id must be a token id (an int), got {pad_id!r}")
+    T = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), T), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, T - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
+        mask[i, T - len(s):] = 1
+    return ids, mask
 
 # %% ../nbs/06_generation.ipynb #d31be841
 def _held_back(text: str, stops: tuple[str, ...]) -> int:
@@ -173,38 +237,57 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     best = 0
     for s in stops:
         for n in range(min(len(s) - 1, len(text)), best, -1):
-            if text.endswith(s[:n]): best = n; break
+            if text.endswith(s[:n]):
+                best = n
+                break
     return best
+
 
 class TextStream:
     "Iterate the text of a generation piece by piece; afterwards `.text`, `.token_ids`, `.stop_reason`."
-    def __init__(self, model, tokenizer, prompt: str, config: InferenceConfig | None = None, trace: list | None = None, **overrides):
-        self.model, self.tokenizer, self.prompt, self.trace = model, tokenizer, prompt, trace
+    def __init__(self, model, tokenizer, prompt: str, config: InferenceConfig | None = None,
+                 trace: list | None = None, generate_fn: Callable | None = None, **overrides):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.prompt = prompt
+        self.trace = trace
+        self.generate_fn = generate_fn if generate_fn is not None else model.generate
         self.config = as_config(config, **overrides).validate()
         self.prompt_ids = tokenizer.encode(prompt)
-        if not self.prompt_ids: raise ValueError("the prompt is empty: give some text")
-        self.token_ids, self.text, self.stop_reason, self.info = [], "", None, {}
+        if not self.prompt_ids:
+            raise ValueError("the prompt is empty: give some text")
+        self.token_ids = []
+        self.text = ""
+        self.stop_reason = None
+        self.info = {}
 
     def __iter__(self) -> Iterator[str]:
         from gpt2_learn.tokenizer import StreamDecoder
-        if self.token_ids: raise RuntimeError("this TextStream has run: make a new one to generate again")
-        decoder, pending, stops, eos = StreamDecoder(self.tokenizer), "", self.config.stop, self.config.eos_token_id
+        if self.token_ids:
+            raise RuntimeError("this TextStream has run: make a new one to generate again")
+        decoder = StreamDecoder(self.tokenizer)
+        stops = self.config.stop
+        pending = ""
         ids = torch.tensor([self.prompt_ids])
-        for token in generate(self.model, ids, config=self.config, trace=self.trace, info=self.info):
+        for token in self.generate_fn(ids, config=self.config, trace=self.trace, info=self.info):
             t = int(token[0])
             self.token_ids.append(t)
-            if t == eos: self.info["stop_reason"] = "eos"; break
+            if t == self.config.eos_token_id:
+                self.info["stop_reason"] = "eos"
+                break
             pending += decoder.put(t)
-            if stops:
-                hits = [i for i in (pending.find(s) for s in stops) if i >= 0]
-                if hits:
-                    yield from self._emit(pending[:min(hits)]); self.stop_reason = "stop string"; return
-                keep = _held_back(pending, stops)
-                piece, pending = pending[:len(pending) - keep], pending[len(pending) - keep:]
-            else: piece, pending = pending, ""
-            yield from self._emit(piece)
+            hits = [i for i in (pending.find(s) for s in stops) if i >= 0]
+            if hits:
+                yield from self._emit(pending[:min(hits)])
+                self.stop_reason = "stop string"
+                return
+            keep = _held_back(pending, stops)
+            yield from self._emit(pending[:len(pending) - keep])
+            pending = pending[len(pending) - keep:]
         yield from self._emit(pending + decoder.flush())
         self.stop_reason = self.info.get("stop_reason")
 
     def _emit(self, piece: str) -> Iterator[str]:
-        if piece: self.text += piece; yield piece
+        if piece:
+            self.text += piece
+            yield piece

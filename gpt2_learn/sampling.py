@@ -12,7 +12,7 @@ from .config import InferenceConfig, _is_int
 # %% auto #0
 __all__ = ['distribution_stats', 'apply_temperature', 'top_k_filter', 'top_p_filter', 'min_p_filter', 'typical_filter',
            'apply_repetition_penalty', 'apply_presence_frequency_penalty', 'no_repeat_ngram_filter', 'process_logits',
-           'multinomial_one', 'select_next_token']
+           'multinomial_one', 'select_next_token', 'NonFiniteLogitsError', 'check_logits']
 
 # %% ../nbs/05_sampling.ipynb #45400b80
 def distribution_stats(logits: torch.Tensor, reference: torch.Tensor | None = None, top: int = 10) -> dict:
@@ -233,3 +233,18 @@ def select_next_token(logits: torch.Tensor, config: InferenceConfig, generator: 
     if logits.dim() == 1: return select_next_token(logits[None], config, generator)[0]   # one row (V,) -> a 0-d token
     if config.greedy: return torch.argmax(logits, dim=-1)
     return multinomial_one(torch.softmax(logits, dim=-1), generator)
+
+# %% ../nbs/05_sampling.ipynb #fe804176
+class NonFiniteLogitsError(ValueError):
+    "The model's output holds NaN or inf: no token can be chosen from it."
+    def __init__(self, message: str = "the model's logits hold NaN or inf: its weights may hold NaN/inf (a checkpoint "
+                                      "from a training run that diverged?), or half precision overflowed "
+                                      "(try --dtype float32)"):
+        super().__init__(message)
+
+
+def check_logits(logits: torch.Tensor) -> torch.Tensor:
+    "`logits` unchanged if all are finite; otherwise `NonFiniteLogitsError` saying what to do."
+    if not math.isfinite(float(logits.sum(dtype=torch.float32))):        # a NaN or inf anywhere spreads to the sum
+        raise NonFiniteLogitsError()
+    return logits
