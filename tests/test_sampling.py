@@ -472,3 +472,32 @@ def test_multinomial_one_is_torch_multinomial_for_any_layout(layout):
         ours, theirs = multinomial_one(probs, g2), torch.multinomial(probs, 1, generator=g1)[:, 0]
         assert torch.equal(ours, theirs), (seed, ours.tolist(), theirs.tolist())
         assert torch.equal(g2.get_state(), g1.get_state())
+
+
+# --- the top-p shortcut and the finite-logits check (moved here from the lesson) ---------------
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 0.9, 0.999])
+def test_top_p_shortcut_gives_the_full_sorts_bits(p):
+    "`_top_p_few` (sort only the finite logits) is `_top_p_sorted` bit for bit, and gives way to it on ties."
+    from gpt2_learn.sampling import _top_p_few, _top_p_sorted
+    few = top_k_filter(torch.randn(3, 50257, generator=torch.Generator().manual_seed(0)) * 4, 60)
+    same(_top_p_few(few, p), _top_p_sorted(few, p))
+    same(top_p_filter(few, p), _top_p_sorted(few, p))
+    tied = few.clone()
+    tied[0, tied[0].argmax()] = tied[0].topk(2).values[1]                 # a tie: torch.sort's order decides
+    assert _top_p_few(tied, p) is None
+    assert _top_p_few(torch.randn(2, 100), p) is None                     # most logits finite: nothing to gain
+
+
+def test_check_logits_names_nan_and_inf():
+    from gpt2_learn.sampling import NonFiniteLogitsError, check_logits
+    from gpt2_learn.generation import NonFiniteLogitsError as from_generation, check_logits as check_from_generation
+    assert from_generation is NonFiniteLogitsError and check_from_generation is check_logits
+    ok = torch.randn(2, 50257)
+    assert check_logits(ok) is ok
+    assert check_logits(ok.half()) is not None                             # float16 summed in float32: no overflow
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        broken = ok.clone()
+        broken[1, 7] = bad
+        with pytest.raises(NonFiniteLogitsError, match="NaN or inf"):
+            check_logits(broken)
