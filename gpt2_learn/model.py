@@ -12,7 +12,7 @@ from .config import GPT2Config, GPT2_ACTIVATIONS
 
 # %% auto #0
 __all__ = ['ACTIVATIONS', 'DTYPES', 'CausalSelfAttention', 'gelu_tanh', 'MLP', 'Block', 'attention_mask_4d',
-           'position_ids_from_mask', 'GPT2Model', 'stream_friendly_layout', 'resolve_device', 'resolve_dtype']
+           'position_ids_from_mask', 'GPT2Model', 'resolve_device', 'resolve_dtype']
 
 # %% ../nbs/02_model.ipynb #3915d609
 class CausalSelfAttention(nn.Module):
@@ -129,7 +129,6 @@ class GPT2Model(nn.Module):
         self.apply(self._init_weights)
         for name, p in self.named_parameters():                        # GPT-2: scale residual projections
             if name.endswith("c_proj.weight"): nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
-        stream_friendly_layout(self)                                    # a CPU speed detail, see below
 
     def _init_weights(self, m):
         if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, 0.0, 0.02)
@@ -141,46 +140,9 @@ class GPT2Model(nn.Module):
     @property
     def dtype(self) -> torch.dtype: return self.wte.weight.dtype
 
-    @classmethod
-    def from_pretrained(cls, name_or_path, device=None, dtype=None) -> GPT2Model:
-        "OpenAI/HF GPT-2 weights: a hub id (gpt2 ... gpt2-xl), an HF folder, or a .safetensors/.bin file."
-        from gpt2_learn.weights import load_pretrained
-        return load_pretrained(name_or_path, device=device, dtype=dtype)
-
-    @classmethod
-    def from_checkpoint(cls, path, device=None, dtype=None) -> GPT2Model:
-        "A model saved by `save_checkpoint` (or the trainer): a .pth with config and weights."
-        from gpt2_learn.weights import load_checkpoint
-        return load_checkpoint(path, device=device, dtype=dtype)
-
-    def save_checkpoint(self, path, **extra):
-        "Write config + weights to a .pth file, atomically (see the weights notebook)."
-        from gpt2_learn.weights import save_checkpoint
-        return save_checkpoint(self, path, **extra)
-
-    def generate(self, input_ids: torch.Tensor, max_new_tokens: int | None = None, config=None, **kwargs):
-        "Stream generated tokens, one LongTensor (B,) per step (see the generation notebook)."
-        from gpt2_learn.generation import generate
-        return generate(self, input_ids, max_new_tokens, config, **kwargs)
-
-    def save_pretrained(self, folder, tokenizer=None, config=None):
-        "Write a folder transformers and serving engines load: config, weights, tokenizer, generation defaults."
-        from gpt2_learn.weights import save_pretrained
-        return save_pretrained(self, folder, tokenizer, config)
-
-    def _apply(self, fn, recurse=True):
-        "`.to()`, `.half()`, `.cuda()`, ...: the layout that suits the new dtype and device; captured decoders (old tensors) go."
-        self.__dict__.pop("_static_decoders", None)
-        return stream_friendly_layout(super()._apply(fn, recurse))
-
-    def __getstate__(self) -> dict:
-        "What copies and pickles keep: everything but the performance notebook's captured decoders (GPU graphs, streams)."
-        return {k: v for k, v in super().__getstate__().items() if k != "_static_decoders"}
-
     def num_params(self) -> int:
-        "Parameters, counting the tied head once (and weights packed for the CPU, which are kept as buffers)."
-        packed = sum(m.num_weights() for m in self.modules() if hasattr(m, "num_weights") and m is not self.lm_head)
-        return sum(p.numel() for p in self.parameters()) + packed
+        "Parameters, counting the tied head once."
+        return sum(p.numel() for p in self.parameters())
 
     def forward(self, input_ids: torch.Tensor, kv_cache=None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, last_only: bool = False, head: bool = True) -> torch.Tensor:
@@ -200,20 +162,6 @@ class GPT2Model(nn.Module):
         if last_only: x = x[:, -1:]
         x = self.ln_f(x)                                                  # (B, T, n_embd)
         return self.lm_head(x) if head else x                             # (B, T, vocab)
-
-# %% ../nbs/02_model.ipynb #df70ff14
-def stream_friendly_layout(model: nn.Module) -> nn.Module:
-    """Float32 weights on the CPU: each Linear/Embedding weight with its longer side contiguous; any other dtype or device:
-    row after row, as `nn.Linear` makes them. Same values and shapes; the head kept tied."""
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            w = m.weight
-            cpu_fp32 = w.dtype == torch.float32 and w.device.type in ("cpu", "meta")
-            want_columns = cpu_fp32 and w.shape[0] >= w.shape[1]       # out >= in: make `out` the contiguous side
-            if want_columns and w.stride(0) != 1: m.weight = nn.Parameter(w.data.t().contiguous().t(), requires_grad=w.requires_grad)
-            elif not want_columns and w.stride(1) != 1: m.weight = nn.Parameter(w.data.contiguous(), requires_grad=w.requires_grad)
-    if isinstance(getattr(model, "lm_head", None), nn.Linear): model.lm_head.weight = model.wte.weight
-    return model
 
 # %% ../nbs/02_model.ipynb #ba5af00a
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,

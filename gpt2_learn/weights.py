@@ -11,7 +11,9 @@ import torch
 import torch.nn as nn
 from .config import GPT2Config, InferenceConfig
 from .tokenizer import load_tokenizer
-from .model import GPT2Model, resolve_device, resolve_dtype, stream_friendly_layout
+from fastcore.basics import patch
+from .model import GPT2Model, resolve_device, resolve_dtype
+from .cpu import stream_friendly_layout
 
 # %% auto #0
 __all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'BLOCK_KEY', 'INITIALISERS', 'JSON_MAX_BYTES', 'SAFETENSORS_HEADER_MAX',
@@ -168,7 +170,7 @@ def model_from_state_dict(cfg: GPT2Config, sd: dict[str, torch.Tensor]) -> GPT2M
     model = empty_model(cfg)
     model.load_state_dict({**sd, "lm_head.weight": sd["wte.weight"]}, assign=True)
     model.lm_head.weight = model.wte.weight                               # keep the tie
-    return stream_friendly_layout(model).eval()
+    return model.eval()
 
 # %% ../nbs/03_weights.ipynb #da55aa8a
 class CheckpointError(ValueError):
@@ -379,7 +381,19 @@ def load_pretrained(name_or_path: str | Path, device=None, dtype=None) -> GPT2Mo
                          f"does it belong to these weights?)") from None
     try: model = model_from_state_dict(cfg or config_from_state_dict(sd), sd)
     except ValueError as e: raise ValueError(f"{name_or_path}: {e}") from None
-    return model.to(device=resolve_device(device) if device is not None else None, dtype=resolve_dtype(dtype)).eval()
+    model = model.to(device=resolve_device(device) if device is not None else None, dtype=resolve_dtype(dtype))
+    return stream_friendly_layout(model).eval()          # the layout that suits its device and dtype (CPU notebook)
+
+# %% ../nbs/03_weights.ipynb #9c302852
+@patch(cls_method=True)
+def from_pretrained(cls: GPT2Model, name_or_path, device=None, dtype=None) -> GPT2Model:
+    "OpenAI/HF GPT-2 weights: a hub id (gpt2 ... gpt2-xl), an HF folder, or a .safetensors/.bin file."
+    return load_pretrained(name_or_path, device=device, dtype=dtype)
+
+@patch(cls_method=True)
+def from_checkpoint(cls: GPT2Model, path, device=None, dtype=None) -> GPT2Model:
+    "A model saved by `save_checkpoint` (or the trainer): a .pth with config and weights."
+    return load_checkpoint(path, device=device, dtype=dtype)
 
 # %% ../nbs/03_weights.ipynb #a1225754
 def load_weights_only(path: str | Path):
@@ -446,8 +460,15 @@ def load_checkpoint(path: str | Path, device=None, dtype=None) -> GPT2Model:
     try: model = model_from_state_dict(GPT2Config.from_dict(ckpt["config"]), sd)
     except (ValueError, TypeError) as e: raise CheckpointError(f"{path}: {e}") from None
     model = model.to(dtype=torch.float32) if dtype is None else model
-    return model.to(device=resolve_device(device) if device is not None else None,
-                    dtype=resolve_dtype(dtype) if dtype is not None else None).eval()
+    model = model.to(device=resolve_device(device) if device is not None else None,
+                     dtype=resolve_dtype(dtype) if dtype is not None else None)
+    return stream_friendly_layout(model).eval()          # the layout that suits its device and dtype (CPU notebook)
+
+# %% ../nbs/03_weights.ipynb #eb6436e3
+@patch
+def save_checkpoint(self: GPT2Model, path, **extra) -> Path:
+    "Write config + weights to a .pth file, atomically (`gpt2_learn.weights.save_checkpoint`)."
+    return save_checkpoint(self, path, **extra)     # the function above: `patch` leaves the module's name as it was
 
 # %% ../nbs/03_weights.ipynb #07e5b3e3
 BUNDLED_MODEL_NOTE = ("using the small GPT-2 bundled with gpt2_learn (trained on Python's docs and sources); "
@@ -619,3 +640,9 @@ def save_pretrained(model: GPT2Model, folder: str | Path, tokenizer=None,
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+# %% ../nbs/03_weights.ipynb #df01d75f
+@patch
+def save_pretrained(self: GPT2Model, folder, tokenizer=None, config=None) -> Path:
+    "Write a folder transformers and serving engines load: config, weights, tokenizer, generation defaults."
+    return save_pretrained(self, folder, tokenizer, config)

@@ -7,7 +7,8 @@ import torch.nn as nn
 
 from conftest import make_hf_model, ours_from_hf
 from gpt2_learn.config import InferenceConfig
-from gpt2_learn.fast import PackedLinear, cpu_packing_available, pack_for_cpu, packable_dtypes, unpack_for_cpu
+from gpt2_learn.cpu import (PackedLinear, count_weights, cpu_packing_available, pack_for_cpu, packable_dtypes,
+                            unpack_for_cpu)
 from gpt2_learn.generation import generate_ids, pad_left
 
 pytestmark = pytest.mark.skipif(not cpu_packing_available(), reason="this PyTorch has no oneDNN packed linear operators")
@@ -62,8 +63,9 @@ def test_padded_batch_equals_transformers(hf_124m, packed_124m):
 
 
 def test_state_dict_checkpoint_and_unpack_are_exact(hf_small, tmp_path):
+    from gpt2_learn.cpu import stream_friendly_layout
     from gpt2_learn.model import GPT2Model
-    model = ours_from_hf(hf_small)
+    model = stream_friendly_layout(ours_from_hf(hf_small))                  # laid out, as the loaders leave it
     before = {k: v.clone() for k, v in model.state_dict().items()}
     strides = {n: p.stride() for n, p in model.named_parameters()}
     pack_for_cpu(model, min_weights=0)
@@ -115,10 +117,12 @@ def test_a_packed_model_can_be_deep_copied(hf_small):
         assert not torch.equal(twin(PROMPT), before) and torch.equal(model(PROMPT), before)
 
 
-def test_a_packed_model_counts_the_same_parameters_as_transformers(packed_124m, hf_124m, hf_small):
-    assert packed_124m.num_params() == hf_124m.num_parameters() == 124_439_808       # head tied: counted once
+def test_a_packed_model_counts_the_same_weights_as_transformers(packed_124m, hf_124m, hf_small):
+    "Packed weights are buffers: `count_weights` counts them (`num_params` counts parameters only)."
+    assert count_weights(packed_124m) == hf_124m.num_parameters() == 124_439_808       # head tied: counted once
     every = pack_for_cpu(ours_from_hf(hf_small), min_weights=0)              # biases packed too
-    assert every.num_params() == hf_small.num_parameters()
+    assert count_weights(every) == hf_small.num_parameters()
+    assert count_weights(ours_from_hf(hf_small)) == ours_from_hf(hf_small).num_params() == hf_small.num_parameters()
 
 
 @needs_bf16_packing
@@ -176,15 +180,15 @@ def test_text_generator_packs_only_its_own_cpu_model(monkeypatch):
     wrapped = inference.TextGenerator.from_model(ours_from_hf(make_hf_model()))
     assert type(wrapped.model.lm_head) is nn.Linear
     assert type(inference.TextGenerator(device="cpu", pack=False).model.lm_head) is nn.Linear
-    monkeypatch.setattr("gpt2_learn.fast.cpu_packing_available", lambda: False)
+    monkeypatch.setattr("gpt2_learn.cpu.cpu_packing_available", lambda: False)
     assert type(inference.TextGenerator(device="cpu").model.lm_head) is nn.Linear
 
 
 def test_a_cpu_that_cannot_pack_bfloat16_keeps_it_plain(hf_small, monkeypatch):
     "Without AVX-512, oneDNN refuses to pack bfloat16: a bfloat16 model stays plain, with no warning, and still runs."
     import warnings
-    from gpt2_learn import fast, inference
-    monkeypatch.setattr(fast, "_bfloat16_packs", lambda: False)
+    from gpt2_learn import cpu, inference
+    monkeypatch.setattr(cpu, "_bfloat16_packs", lambda: False)
     assert packable_dtypes() == (torch.float32,)
     model = pack_for_cpu(ours_from_hf(hf_small), min_weights=0)
     model.bfloat16()                                                         # was packed in float32: now plain bfloat16

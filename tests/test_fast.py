@@ -5,6 +5,13 @@ import torch
 from conftest import hf_processors, make_hf_model, ours_from_hf, peaky_hf
 from gpt2_learn.config import InferenceConfig
 from gpt2_learn.fast import fast_generate, fast_path_supports, get_decoder, sample_exponential, decode_floor_ms
+from gpt2_learn.fast import _DECODERS
+
+
+def decoders_of(model) -> dict:
+    "The captured decoders the fast module keeps for `model` ({} if none)."
+    kept = _DECODERS.get(model)
+    return {} if kept is None else kept[1]
 from gpt2_learn.generation import NonFiniteLogitsError, generate, generate_ids, pad_left
 from gpt2_learn.config import GPT2Config
 
@@ -97,7 +104,7 @@ def test_a_token_not_yet_written_is_never_read(hf_small):
     "Every column of the decoder's output starts as -2; a read of one the step has not written is an error, never a stale token."
     ours, cfg = ours_from_hf(hf_small), InferenceConfig(do_sample=False)
     list(fast_generate(ours, P, 10, cfg))
-    dec = next(iter(ours._static_decoders.values()))
+    dec = next(iter(decoders_of(ours).values()))
     real_step = dec.step
     dec.step = lambda: None                                                  # a step that never ran
     with pytest.raises(RuntimeError, match="before its step had run"): list(fast_generate(ours, P, 10, cfg))
@@ -111,7 +118,6 @@ def test_moving_a_model_drops_its_decoders(hf_small):
     with torch.no_grad():
         ours.double().float()
         ours.h[0].mlp.c_fc.weight.mul_(2)                                    # new weights, in the new tensors
-    assert "_static_decoders" not in ours.__dict__
     assert torch.equal(torch.stack(list(fast_generate(ours, P, 10, cfg)), 1), generate_ids(ours, P, 10, cfg, fast=False)[:, 16:])
 
 
@@ -176,17 +182,23 @@ def test_memory_floor():
 
 
 def test_copies_of_a_model_leave_its_decoders_behind(hf_small):
-    "Captured decoders hold CUDA graphs and streams, which cannot be copied: a deep copy or pickle of the model skips them."
-    import copy, io
+    "Captured decoders (CUDA graphs, streams) are kept per model in the fast module, not on it: copies and pickles never see them."
+    import copy, gc, io, weakref
     ours, cfg = ours_from_hf(hf_small), InferenceConfig(do_sample=False)
     first = torch.stack(list(fast_generate(ours, P, 8, cfg)), 1)
-    assert ours.__dict__["_static_decoders"]
+    assert decoders_of(ours) and not any("decoder" in k for k in ours.__dict__)
     twin = copy.deepcopy(ours)
-    assert "_static_decoders" not in twin.__dict__ and ours.__dict__["_static_decoders"]
+    assert not decoders_of(twin) and decoders_of(ours)
     assert torch.equal(torch.stack(list(fast_generate(twin, P, 8, cfg)), 1), first)
-    assert twin._static_decoders and all(d.model is twin for d in twin._static_decoders.values())
-    buf = io.BytesIO(); torch.save(ours, buf); buf.seek(0)
-    assert "_static_decoders" not in torch.load(buf, weights_only=False).__dict__
+    assert decoders_of(twin) and all(d.model is twin for d in decoders_of(twin).values())
+    buf = io.BytesIO()
+    torch.save(ours, buf)
+    buf.seek(0)
+    assert not decoders_of(torch.load(buf, weights_only=False))
+    gone = weakref.ref(twin)
+    del twin
+    gc.collect()
+    assert gone() is None                                                    # its decoders do not keep it alive
 
 
 @pytest.mark.parametrize("where", ["capture_end", "the step"])
