@@ -14,9 +14,8 @@ def _is_real(x) -> bool:
     return isinstance(x, numbers.Real) and not isinstance(x, bool) and x == x  # not NaN
 
 # %% auto #0
-__all__ = ['GPT2_ACTIVATIONS', 'TANH_GELUS', 'LEARNED_ACTIVATIONS', 'MAX_SIZES', 'MAX_PARAMS', 'GPT2_SIZES', 'HF_ALIASES',
-           'UNSUPPORTED', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset', 'cli_name',
-           'cli_interrupts']
+__all__ = ['GPT2_ACTIVATIONS', 'TANH_GELUS', 'LEARNED_ACTIVATIONS', 'MAX_SIZES', 'MAX_PARAMS', 'GPT2_SIZES', 'HUB_IDS',
+           'HF_ALIASES', 'UNSUPPORTED', 'PRESETS', 'GPT2Config', 'count_params', 'InferenceConfig', 'preset']
 
 # %% ../nbs/00_config.ipynb #2ae58a49
 GPT2_ACTIVATIONS = ("gelu", "gelu_10", "gelu_accurate", "gelu_fast", "gelu_new", "gelu_python", "gelu_python_tanh",
@@ -53,7 +52,8 @@ class GPT2Config:
             if not _is_int(v) or not 1 <= v <= MAX_SIZES[name]:
                 raise ValueError(f"GPT2Config.{name} must be an integer in [1, {MAX_SIZES[name]:,}], got {v!r}")
             setattr(self, name, int(v))                                  # numpy ints too
-        for name, ok, rng in (("dropout", lambda x: 0 <= x < 1, "in [0, 1)"), ("layer_norm_epsilon", lambda x: x > 0, "> 0")):
+        ranges = (("dropout", lambda x: 0 <= x < 1, "in [0, 1)"), ("layer_norm_epsilon", lambda x: x > 0, "> 0"))
+        for name, ok, rng in ranges:
             v = getattr(self, name)
             if not _is_real(v) or not ok(v):
                 raise ValueError(f"GPT2Config.{name} must be a number {rng}, got {v!r}")
@@ -90,7 +90,7 @@ class GPT2Config:
 
     @property
     def openai_recipe(self) -> bool:
-        "True when the math is OpenAI's (tanh GELU, q.k over sqrt(head_dim), no upcast), which fast kernels may hard-code."
+        "True when the math is OpenAI's (tanh GELU, q.k over sqrt(head_dim), no upcast): fast kernels may hard-code it."
         plain_attention = self.scale_attn_weights and not self.scale_attn_by_inverse_layer_idx
         return self.activation_function in TANH_GELUS and plain_attention and not self.reorder_and_upcast_attn
 
@@ -137,6 +137,9 @@ GPT2_SIZES: dict[str, dict] = {
     "gpt2-tiny":   dict(n_layer=4, n_head=4, n_embd=256, n_positions=256),
     "gpt2-micro":  dict(n_layer=2, n_head=2, n_embd=64, n_positions=128),
 }
+HUB_IDS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "openai-community/gpt2", "openai-community/gpt2-medium",
+           "openai-community/gpt2-large", "openai-community/gpt2-xl", "distilgpt2",
+           "distilbert/distilgpt2")   # the model hub's names for OpenAI's GPT-2s (and DistilGPT2)
 
 # %% ../nbs/00_config.ipynb #d02f2400
 def count_params(cfg: GPT2Config, tied_head: bool = True) -> int:
@@ -209,8 +212,9 @@ class InferenceConfig:
         isnum, isint = _is_real, _is_int
         if not isint(self.max_new_tokens) or self.max_new_tokens < 1:
             bad("max_new_tokens", "an integer >= 1")
-        if not isnum(self.temperature) or not (self.temperature == 0 or 1e-4 <= self.temperature <= 1e4):   # float32 logits / t:
-            bad("temperature", "0 (greedy) or in [0.0001, 10000]")                                     # no overflow to inf
+        # float32 logits / t must not overflow to inf: t in [1e-4, 1e4]
+        if not isnum(self.temperature) or not (self.temperature == 0 or 1e-4 <= self.temperature <= 1e4):
+            bad("temperature", "0 (greedy) or in [0.0001, 10000]")
         if not isint(self.top_k) or self.top_k < 0:
             bad("top_k", "an integer >= 0 (0 turns it off)")
         if not isnum(self.top_p) or not 0 <= self.top_p <= 1:
@@ -241,7 +245,8 @@ class InferenceConfig:
             bad("num_beams", "an integer in [1, 1024] (1 turns beam search off)")
         if not isnum(self.length_penalty) or not abs(self.length_penalty) <= 1e4:
             bad("length_penalty", "a number in [-10000, 10000] (1 = plain average)")
-        if self.early_stopping not in (True, False, "never") or isinstance(self.early_stopping, numbers.Real) and not isinstance(self.early_stopping, bool):
+        es = self.early_stopping
+        if es not in (True, False, "never") or isinstance(es, numbers.Real) and not isinstance(es, bool):
             bad("early_stopping", 'True, False or "never"')
         if not isint(self.num_return_sequences) or not 1 <= self.num_return_sequences <= self.num_beams:
             bad("num_return_sequences", f"an integer in [1, num_beams={self.num_beams}]")
@@ -264,28 +269,3 @@ def preset(name: str, **overrides) -> InferenceConfig:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return InferenceConfig(**{**PRESETS[name], **overrides}).validate()
-
-# %% ../nbs/00_config.ipynb #e070abec
-def cli_name(script: str, module: str) -> str:
-    "How a command line was started, for its messages: its installed script, or `python -m gpt2_learn.<module>`."
-    import sys
-    from pathlib import Path
-    return script if Path(sys.argv[0]).stem == script else f"python -m gpt2_learn.{module}"
-
-def cli_interrupts(prog: str):
-    "For a command line, before its slow imports: Ctrl+C prints '{prog}: interrupted' and ends it; returns a function that restores Python's KeyboardInterrupt."
-    import os, signal, sys
-    def handler(signum, frame):
-        sys.stderr.write(f"\n{prog}: interrupted\n")
-        sys.stderr.flush()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGINT)
-    default = sys.excepthook
-    def hook(kind, value, tb):
-        if issubclass(kind, KeyboardInterrupt):
-            sys.stderr.write(f"\n{prog}: interrupted\n")
-        else:
-            default(kind, value, tb)
-    sys.excepthook = hook
-    signal.signal(signal.SIGINT, handler)
-    return lambda: signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -152,3 +152,50 @@ def test_model_folder_code_never_runs_even_when_yes_is_piped(models, tmp_path):
     out, err = r.stdout.decode(), r.stderr.decode()
     assert "codes [0, 0]" in out or "codes [1, 0]" in out, (out, err)       # the folder's model_type may be refused
     assert not marker.exists() and "custom code" not in out + err and "Traceback" not in err, (out, err)
+
+
+# ---------------------------------------------------------------- issue 19: what both command lines share, once
+
+def _imports(module: str) -> set[str]:
+    "The modules a package module imports (absolute names), read from its source."
+    import ast
+    tree = ast.parse((ROOT / "gpt2_learn" / f"{module}.py").read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            names.add(("gpt2_learn." if node.level else "") + (node.module or ""))
+    return names
+
+
+def test_cli_module_is_light_and_shared():
+    "gpt2_learn.cli imports only the standard library; both command lines use it; training never imports inference."
+    assert _imports("cli") <= {"__future__", "argparse", "os", "re", "signal", "sys", "pathlib"}, _imports("cli")
+    assert "gpt2_learn.cli" in _imports("inference") and "gpt2_learn.cli" in _imports("train")
+    assert "gpt2_learn.inference" not in _imports("train")
+    from gpt2_learn import cli, inference, train
+    assert type(inference.build_parser()) is cli.CLIParser and type(train.build_parser()) is cli.CLIParser
+    config_names = set(vars(__import__("gpt2_learn.config", fromlist=["x"])))
+    assert not {"cli_name", "cli_interrupts"} & config_names       # config.py holds configuration only
+
+
+@pytest.mark.parametrize("module", ["inference", "train"])
+def test_both_command_lines_refuse_a_bad_device_alike(module):
+    r = subprocess.run([sys.executable, "-m", f"gpt2_learn.{module}", "--device", "gpu", "--prompt", "Hi"]
+                       if module == "inference" else [sys.executable, "-m", "gpt2_learn.train", "--device", "gpu"],
+                       capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert r.stderr.startswith(f"python -m gpt2_learn.{module}: error: argument --device: 'gpu' is not a device: "
+                               f"use auto, cpu, cuda, cuda:N or mps"), r.stderr
+
+
+def test_error_line_and_command_line_prog():
+    from gpt2_learn.cli import command_line_prog, error_line
+    assert error_line("p", FileNotFoundError(2, "No such file or directory", "x.pth")) == \
+        "p: error: x.pth: No such file or directory"
+    assert error_line("p", ValueError("first line\nsecond")) == "p: error: first line"
+    assert error_line("p", "two  spaces\nand a newline") == "p: error: two spaces and a newline"
+    assert command_line_prog(["/venv/bin/gpt2-learn"], []) == "gpt2-learn"
+    assert command_line_prog(["-m"], ["python", "-m", "gpt2_learn.train", "--data", "x"]) == "python -m gpt2_learn.train"
+    assert command_line_prog(["pytest"], ["python", "-m", "pytest"]) is None

@@ -179,7 +179,6 @@ BAD = [
     (["--data", "{text}", "--dropout", "2"], "--dropout must be in [0, 1)"),
     (["--data", "{text}", "--seed", "99999999999999999999999"], "--seed must be an integer"),
     (["--data", "{text}", "--time_budget", "inf"], "--time_budget must be > 0"),
-    (["--data", "{text}", "--device", "tpu"], "unknown --device 'tpu'"),
     (["--data", "{tiny}"], "too little data"),
     (["--data", "/dev/null"], "neither a file nor a folder"),
     (["--build_corpus", "{text}/corpus", "--corpus_bytes", "0"], "--corpus_bytes must be >= 1"),
@@ -347,7 +346,7 @@ def test_truncated_last_pth_says_what_to_do(text_file, tmp_path, capsys):
 
 def test_help_and_parse_errors(capsys):
     "Every flag has a help line; a parse error is one line that ends with (see --help), exit 2."
-    from gpt2_learn.train import build_parser
+    from gpt2_learn.train import TrainError, build_parser
     actions = [a for a in build_parser()._actions if a.dest != "help"]
     assert all(a.help and len(a.help) > 10 for a in actions), [a.dest for a in actions if not a.help]
     autocast = next(a for a in actions if a.dest == "autocast").help
@@ -355,6 +354,10 @@ def test_help_and_parse_errors(capsys):
     with pytest.raises(SystemExit) as e: main(["--max_steps", "x"])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.count("\n") == 1 and err.endswith("(see --help)\n"), err
+    with pytest.raises(SystemExit) as e: main(["--data", "x.txt", "--device", "tpu"])   # the inference CLI's check
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "'tpu' is not a device: use auto, cpu, cuda" in err, err
+    with pytest.raises(TrainError, match="unknown --device 'tpu'"): TrainArgs(data=["x.txt"], device="tpu").validate()
 
 
 def test_out_dir_under_a_file_says_what_to_do(text_file, tmp_path, capsys):
