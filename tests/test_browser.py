@@ -1,7 +1,7 @@
 """A real browser: JupyterLab on localhost, a notebook using gpt2_learn.viz run in headless Debian Chromium (Playwright).
 
 Needs Debian's chromium (/usr/bin/chromium) and `pip install playwright` (its own browser download is never used).
-Set GPT2_LEARN_SCREENSHOTS=DIR to also keep the screenshots there (e.g. nbs/images)."""
+Set GPT2_LEARN_SCREENSHOTS=DIR to also keep the screenshots of the three widgets there (e.g. nbs/images)."""
 import json, os, shutil, socket, subprocess, sys, time, urllib.request, uuid
 from pathlib import Path
 
@@ -12,23 +12,25 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"no Chromiu
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
 pytest.importorskip("jupyterlab", reason="jupyterlab is not installed")
 
+WIDGET_SHOTS = ("sampling_explorer_before.png", "sampling_explorer_after.png", "step_explorer.png", "compare_settings.png")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
 
 CELLS = [
     "import torch\n"
     "from gpt2_learn import viz\n"
-    "from gpt2_learn.config import GPT2Config\n"
-    "from gpt2_learn.model import GPT2Model\n"
+    "from gpt2_learn.config import InferenceConfig\n"
     "from gpt2_learn.tokenizer import load_tokenizer\n"
-    "from gpt2_learn.weights import bundled_model_path, load_bundled_model",
-    "torch.manual_seed(0)\n"
-    "if bundled_model_path().is_file(): model = load_bundled_model()\n"
-    "else:\n"
-    "    model = GPT2Model(GPT2Config.from_name('gpt2-micro')).eval()\n"
-    "    with torch.no_grad(): model.lm_head.weight.mul_(8)   # peaked, not near-uniform\n"
-    "tokenizer = load_tokenizer()",
-    "w = viz.sampling_explorer(model, tokenizer, 'def fibonacci(n):\\n    ')\nw",
+    "from gpt2_learn.weights import load_bundled_model",
+    "model = load_bundled_model().eval()\n"
+    "tokenizer = load_tokenizer()\n"
+    "prompt = 'def fibonacci(n):\\n    '",
+    "w = viz.sampling_explorer(model, tokenizer, prompt)\nw",
+    "s = viz.step_explorer(model, tokenizer, prompt, InferenceConfig(top_k=20))\n"
+    "s.pick(s.state['candidates'][0][0])\n"
+    "s.sample()\n"
+    "s",
+    "c = viz.compare_settings(model, tokenizer, prompt, seed=0)\nc",
 ]
 
 
@@ -115,11 +117,20 @@ def test_sampling_explorer_in_chromium(lab):
             assert img_src(page) != before_src and after_summary != before_summary
             page.screenshot(path=str(shots / "lab_after.png"))
             explorer.screenshot(path=str(shots / "sampling_explorer_after.png"))
+
+            page.wait_for_selector(".gpt2-step-explorer .widget-output img", state="visible", timeout=60_000)
+            assert page.locator(".gpt2-step-explorer .widget-button").count() >= 3     # candidates, sample, undo
+            page.locator(".gpt2-step-explorer").first.screenshot(path=str(shots / "step_explorer.png"))
+            page.wait_for_selector(".gpt2-compare-settings table", state="visible", timeout=60_000)
+            assert page.locator(".gpt2-compare-settings tr").count() == 4                # one row per setting
+            page.locator(".gpt2-compare-settings").first.screenshot(path=str(shots / "compare_settings.png"))
         except Exception:
             page.screenshot(path=str(shots / "failure.png")); raise
         finally:
             browser.close()
-    assert all((shots / f).stat().st_size > 10_000 for f in ("sampling_explorer_before.png", "sampling_explorer_after.png"))
+    assert all((shots / f).stat().st_size > 10_000 for f in WIDGET_SHOTS)
     if os.environ.get("GPT2_LEARN_SCREENSHOTS"):
-        dest = Path(os.environ["GPT2_LEARN_SCREENSHOTS"]); dest.mkdir(parents=True, exist_ok=True)
-        for f in ("sampling_explorer_before.png", "sampling_explorer_after.png"): shutil.copy(shots / f, dest / f)
+        dest = Path(os.environ["GPT2_LEARN_SCREENSHOTS"])
+        dest.mkdir(parents=True, exist_ok=True)
+        for f in WIDGET_SHOTS:
+            shutil.copy(shots / f, dest / f)

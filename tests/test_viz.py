@@ -94,6 +94,7 @@ def test_strategy_grid(logits, tok):
         heights = [b.get_height() for b in bars(ax)]
         want = [a if k else b for a, b, k in zip(view["after"], view["before"], view["kept"])]
         np.testing.assert_allclose(heights, want, rtol=1e-5)
+        assert max(heights + view["before"]) <= ax.get_ylim()[1], f"{name}: a bar or tick is cut off at the top"
     topk_ax = axes[list(viz.GRID_SETTINGS).index("top-k 5")]
     assert sum(matplotlib.colors.to_hex(b.get_facecolor()) != matplotlib.colors.to_hex(viz.REMOVED_COLOR) for b in bars(topk_ax)) == 5
 
