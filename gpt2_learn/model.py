@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from .config import GPT2Config, GPT2_ACTIVATIONS
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'DTYPES', 'CausalSelfAttention', 'gelu_tanh', 'MLP', 'Block', 'attention_mask_4d',
+__all__ = ['ACTIVATIONS', 'DTYPES', 'DEVICE_ADVICE', 'CausalSelfAttention', 'gelu_tanh', 'MLP', 'Block', 'attention_mask_4d',
            'position_ids_from_mask', 'GPT2Model', 'resolve_device', 'resolve_dtype']
 
 # %% ../nbs/02_model.ipynb #3915d609
@@ -19,7 +19,9 @@ class CausalSelfAttention(nn.Module):
     "Multi-head causal self-attention with a fused q/k/v projection."
     def __init__(self, cfg: GPT2Config, layer_idx: int = 0):
         super().__init__()
-        self.n_head, self.head_dim, self.layer_idx = cfg.n_head, cfg.head_dim, layer_idx
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.head_dim
+        self.layer_idx = layer_idx
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)   # x -> q, k, v
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)       # merged heads -> residual stream
         self.dropout = cfg.dropout
@@ -30,13 +32,15 @@ class CausalSelfAttention(nn.Module):
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
-        if kv_cache is not None: k, v = kv_cache.update(self.layer_idx, k, v)                    # (B, nh, S, hs)
-        if self.upcast: q, k, v = q.float(), k.float(), v.float()
-        S = k.shape[2]
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)                                        # (B, nh, S, hs)
+        if self.upcast:
+            q, k, v = q.float(), k.float(), v.float()
+        causal = mask is None and T > 1 and T == k.shape[2]           # no cache: the plain triangle
         p = self.dropout if self.training else 0.0
-        if mask is not None: y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, scale=self.scale)
-        else: y = F.scaled_dot_product_attention(q, k, v, is_causal=T > 1 and T == S, dropout_p=p, scale=self.scale)
-        return self.c_proj(y.to(x.dtype).transpose(1, 2).reshape(B, T, C))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal, dropout_p=p, scale=self.scale)
+        y = y.to(x.dtype).transpose(1, 2).reshape(B, T, C)                                      # (B, T, C)
+        return self.c_proj(y)
 
 # %% ../nbs/02_model.ipynb #7c2f5b9e
 def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
@@ -128,17 +132,22 @@ class GPT2Model(nn.Module):
         self.lm_head.weight = self.wte.weight                          # weight tying
         self.apply(self._init_weights)
         for name, p in self.named_parameters():                        # GPT-2: scale residual projections
-            if name.endswith("c_proj.weight"): nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
 
     def _init_weights(self, m):
-        if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, 0.0, 0.02)
-        if isinstance(m, nn.Linear) and m.bias is not None: nn.init.zeros_(m.bias)
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
 
     @property
-    def device(self) -> torch.device: return self.wte.weight.device
+    def device(self) -> torch.device:
+        return self.wte.weight.device
 
     @property
-    def dtype(self) -> torch.dtype: return self.wte.weight.dtype
+    def dtype(self) -> torch.dtype:
+        return self.wte.weight.dtype
 
     def num_params(self) -> int:
         "Parameters, counting the tied head once."
@@ -146,48 +155,62 @@ class GPT2Model(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, kv_cache=None, attention_mask: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, last_only: bool = False, head: bool = True) -> torch.Tensor:
-        "Logits (B, T, vocab) for `input_ids` (B, T); (B, 1, vocab) with `last_only`; the hidden states (n_embd) without `head`."
+        "Logits (B, T, vocab) for ids (B, T); (B, 1, vocab) with `last_only`; without `head`, ln_f's output (B, T, C)."
         B, T = input_ids.shape
         past = kv_cache.seq_len if kv_cache is not None else 0
         if past + T > self.config.n_positions:
             raise ValueError(f"sequence of {past + T} tokens exceeds the context window of {self.config.n_positions}")
+        if position_ids is None and attention_mask is not None:
+            position_ids = position_ids_from_mask(attention_mask, T)   # left pads do not shift positions
         if position_ids is None:
-            position_ids = (position_ids_from_mask(attention_mask, T) if attention_mask is not None
-                            else torch.arange(past, past + T, device=input_ids.device)[None])
-        mask = attention_mask_4d(attention_mask, T, past) if attention_mask is not None else None
-        if mask is None and past > 0 and T > 1: mask = attention_mask_4d(None, T, past, input_ids.device)
-        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))       # (B, T, n_embd)
-        for block in self.h: x = block(x, kv_cache, mask)
-        if kv_cache is not None: kv_cache.advance(T)
-        if last_only: x = x[:, -1:]
-        x = self.ln_f(x)                                                  # (B, T, n_embd)
-        return self.lm_head(x) if head else x                             # (B, T, vocab)
+            position_ids = torch.arange(past, past + T, device=input_ids.device)[None]           # (1, T)
+        mask = None                                                    # None: SDPA's own causal triangle
+        if attention_mask is not None or (past > 0 and T > 1):
+            mask = attention_mask_4d(attention_mask, T, past, input_ids.device)                  # (B|1, 1, T, past+T)
+        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))    # (B, T, C): the residual stream
+        for block in self.h:
+            x = block(x, kv_cache, mask)                               # (B, T, C)
+        if kv_cache is not None:
+            kv_cache.advance(T)
+        if last_only:
+            x = x[:, -1:]                                              # (B, 1, C)
+        x = self.ln_f(x)                                               # the stream's only normalisation
+        return self.lm_head(x) if head else x                          # (B, T, vocab)
 
 # %% ../nbs/02_model.ipynb #ba5af00a
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "half": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+DEVICE_ADVICE = "use auto, cpu, cuda, cuda:N or mps"
+
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     "`auto` -> cuda, then mps, then cpu; otherwise check that the asked-for device exists."
     if device is None or str(device) == "auto":
-        if torch.cuda.is_available(): return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(): return torch.device("mps")
-        return torch.device("cpu")
-    try: dev = torch.device(device)
-    except (RuntimeError, TypeError): raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available(): raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU: use --device cpu (or auto)")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
-    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps") if _mps_available() else torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}: {DEVICE_ADVICE}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but this machine has no CUDA GPU: use --device cpu (or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if dev.type == "mps" and not _mps_available():
         raise ValueError(f"device {device!r} asked for, but MPS is not available here: use --device cpu (or auto)")
-    if dev.type not in ("cpu", "cuda", "mps"): raise ValueError(f"unsupported device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"unsupported device {device!r}: {DEVICE_ADVICE}")
     return dev
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | None = None) -> torch.dtype:
     "float32/float16/bfloat16 (or fp32/fp16/bf16, or a torch.dtype); None/auto = float32."
-    if dtype is None or dtype == "auto": return torch.float32
-    if isinstance(dtype, torch.dtype):
-        if dtype in DTYPES.values(): return dtype
-    elif str(dtype).lower() in DTYPES: return DTYPES[str(dtype).lower()]
+    if dtype is None or dtype == "auto":
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if not isinstance(dtype, torch.dtype) and str(dtype).lower() in DTYPES:
+        return DTYPES[str(dtype).lower()]
     raise ValueError(f"unsupported dtype {dtype!r}: use float32, float16 or bfloat16")
