@@ -325,3 +325,21 @@ def test_transformers_attribute_names_are_read_as_ours():
     cfg = GPT2Config.from_dict({"num_hidden_layers": 3, "hidden_size": 64, "num_attention_heads": 4,
                                 "max_position_embeddings": 32, "n_layer": 2})
     assert (cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.n_positions) == (2, 64, 4, 32)
+
+
+def test_attention_with_and_without_a_mask_agree_on_a_causal_batch(hf_small):
+    "An all-ones attention mask (the explicit (B, 1, T, T) mask) gives the logits of the fused causal path."
+    ours = ours_from_hf(hf_small)
+    ids = torch.randint(0, 50257, (2, 9), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids, attention_mask=torch.ones_like(ids)), ours(ids), atol=1e-5, rtol=1e-5)
+
+
+def test_resolve_device_and_dtype_errors_are_one_line():
+    from gpt2_learn.model import resolve_device, resolve_dtype
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_dtype("bf16") == torch.bfloat16 and resolve_dtype(None) == torch.float32
+    for bad, call in (("tpu", resolve_device), ("int8", resolve_dtype)):
+        with pytest.raises(ValueError) as e:
+            call(bad)
+        assert bad in str(e.value) and "use" in str(e.value) and "\n" not in str(e.value)

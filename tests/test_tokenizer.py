@@ -194,3 +194,16 @@ def test_ids_outside_the_vocabulary_are_value_errors(tok):
     with pytest.raises(ValueError, match="not in the vocabulary"): token_bytes(tok, 10**12)
     with pytest.raises(ValueError, match="not in the vocabulary"): StreamDecoder(tok).put(10**12)
     with pytest.raises(ValueError, match="not in the vocabulary"): StreamDecoder(tok).put([1, -5])
+
+
+def test_merge_pair_joins_every_occurrence_left_to_right():
+    from gpt2_learn.tokenizer import merge_pair
+    assert merge_pair(list("aaab"), ("a", "a")) == ["aa", "a", "b"]
+    assert merge_pair(list("abab"), ("a", "b")) == ["ab", "ab"]
+    assert merge_pair(list("abc"), ("x", "y")) == ["a", "b", "c"]
+
+
+def test_load_gpt2_bpe_is_the_published_vocabulary():
+    from gpt2_learn.tokenizer import load_gpt2_bpe
+    vocab, merges = load_gpt2_bpe()
+    assert (len(vocab), len(merges), merges[0]) == (50257, 50000, ("Ġ", "t"))
