@@ -84,7 +84,8 @@ class MLP(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.act(self.c_fc(x))))
+        h = self.act(self.c_fc(x))                               # (B, T, 4C): widened
+        return self.dropout(self.c_proj(h))                      # (B, T, C)
 
 # %% ../nbs/02_model.ipynb #37b830df
 class Block(nn.Module):
@@ -97,8 +98,8 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(self, x: torch.Tensor, kv_cache=None, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv_cache, mask)
-        return x + self.mlp(self.ln_2(x))
+        x = x + self.attn(self.ln_1(x), kv_cache, mask)          # (B, T, C): the stream plus attention's output
+        return x + self.mlp(self.ln_2(x))                        # (B, T, C): plus the MLP's
 
 # %% ../nbs/02_model.ipynb #4b0b0257
 def attention_mask_4d(attention_mask: torch.Tensor | None, T: int, past: int, device=None) -> torch.Tensor:
