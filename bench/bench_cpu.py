@@ -1,140 +1,162 @@
-"""Ours vs transformers `generate`, side by side in one process (124M GPT-2 shape, random weights, CPU).
+"""Ours against transformers and CTranslate2 on the CPU: GPT-2 124M shape, random weights, greedy, tokens/s.
 
-    python bench/bench_cpu.py [--new_tokens 64] [--repeats 2] [--quick] [--batches 1 8] [--prompts 16 512]
-                               [--dtype float32|bfloat16|float16] [--json out.json]
+    python bench/bench_cpu.py [--new_tokens 64] [--repeats 3] [--batches 1 8] [--prompts 16] [--threads 2]
+                              [--engines ...] [--json out.json]
 
-Prints tokens/s of each and the ratio, for batch 1 and 8, prompts of 16 and 512 tokens, greedy and the
-reference guide's sampling (temperature 1.0, top_k 50, top_p 0.95, repetition_penalty 1.2): ours as
-`generate` runs a model handed to it, and ours with the weights packed for oneDNN (`pack_for_cpu`, what
-the CLI and `TextGenerator` do with the model they load, where oneDNN packs the dtype); then our speedup from the KV cache (the same loop
-recomputing the whole sequence every step). In float32 the greedy outputs of all three must be equal (asserted);
-in bfloat16 and float16 different kernels round differently, so the table says at which new token ours first differs and, there,
-by how much transformers in float32 prefers our token over transformers' (its logit minus theirs, same prefix; > 0: ours is float32's
-choice).
+Every engine runs the same random-weight GPT-2 124M folder (written once by transformers' `save_pretrained`, with
+GPT-2's tokenizer files):
+
+    transformers   GPT2LMHeadModel.generate
+    ours default   the model as `TextGenerator(folder)` loads and prepares it (what the CLI runs), through generate
+    ours unpacked  the same weights in a plain GPT2Model, through `gpt2_learn.generation.generate`
+    ours int8      `gpt2_learn.quant.quantize_int8` of the plain model (int8 weights and activations)
+    ct2 float32    CTranslate2's Generator, the folder converted by its own TransformersConverter
+    ct2 int8       the same converter with quantization="int8"
+
+CTranslate2 is a benchmark-only extra (`pip install ctranslate2`); the package never imports it, and without it the
+two ct2 rows are skipped. Each repeat times every engine once, in turn (interleaved), so that load from other
+processes falls on all of them alike; the table gives the median and, in brackets, the best of the repeats, and each
+engine's median against transformers' and against CTranslate2's in the same precision. Greedy outputs: ours (default
+and unpacked) must equal transformers' (asserted); for int8 and CTranslate2 the table says how many leading new
+tokens equal transformers' (random weights have near-ties that any rounding can swap).
 """
-import argparse, copy, json, os, platform, time
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import torch
 import transformers
+
+transformers.logging.disable_progress_bar()
 from gpt2_learn.config import GPT2Config, InferenceConfig
 from gpt2_learn.generation import generate_ids
-from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
+from gpt2_learn.inference import TextGenerator
 from gpt2_learn.model import GPT2Model
-from gpt2_learn.fast import cpu_packing_available, pack_for_cpu, packable_dtypes
+from gpt2_learn.quant import quantize_int8
+from gpt2_learn.tokenizer import load_tokenizer
+from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
 
-GUIDE = dict(temperature=1.0, top_k=50, top_p=0.95, repetition_penalty=1.2)
+ENGINES = ["transformers", "ours default", "ours unpacked", "ours int8", "ct2 float32", "ct2 int8"]
 
 
-def build(name="gpt2", device="cpu", dtype=torch.float32):
-    "The oracle (transformers, random weights) and ours with the same weights."
+def write_folder(folder: str, name: str = "gpt2") -> transformers.GPT2LMHeadModel:
+    "A random-weight GPT-2 (seed 0) saved with GPT-2's tokenizer files: the one source every engine loads."
     c = GPT2Config.from_name(name)
     torch.manual_seed(0)
     hf = transformers.GPT2LMHeadModel(transformers.GPT2Config(n_layer=c.n_layer, n_head=c.n_head, n_embd=c.n_embd,
                                                               pad_token_id=50256)).eval()
-    ours = load_state_dict_strict(GPT2Model(c), convert_hf_state_dict(hf.state_dict())).eval()
-    return hf.to(device, dtype), ours.to(device, dtype)
+    hf.save_pretrained(folder)
+    load_tokenizer().save_pretrained(folder)
+    return hf
 
 
-def timed(fn, repeats, sync=lambda: None):
-    best = float("inf")
-    for _ in range(repeats):
-        sync(); t0 = time.perf_counter(); out = fn(); sync()
-        best = min(best, time.perf_counter() - t0)
-    return best, out
+def ct2_generator(folder: str, out: str, quantization: str, threads: int):
+    "CTranslate2's own conversion of the folder, and its Generator on the CPU."
+    import ctranslate2
+    ctranslate2.converters.TransformersConverter(folder).convert(out, quantization=quantization, force=True)
+    return ctranslate2.Generator(out, device="cpu", compute_type=quantization, intra_threads=threads, inter_threads=1)
 
 
-def run_hf(hf, ids, n, sample):
-    kw = dict(do_sample=True, **GUIDE) if sample else dict(do_sample=False)
-    with torch.no_grad():
-        return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
-                           pad_token_id=50256, **kw)
+def build_engines(folder: str, hf, threads: int, wanted: list[str]) -> dict:
+    "Engine name -> fn(ids (B, T), n) -> ids (B, T + n)."
+    greedy = InferenceConfig(do_sample=False, repetition_penalty=1.0, eos_token_id=None)
+    plain = GPT2Model(GPT2Config.from_name("gpt2"))
+    plain = load_state_dict_strict(plain, convert_hf_state_dict(hf.state_dict())).eval()
+    engines = {}
 
+    def run_hf(ids, n):
+        with torch.no_grad():
+            return hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, min_new_tokens=n,
+                               do_sample=False, pad_token_id=50256)
+    engines["transformers"] = run_hf
+    if "ours default" in wanted:
+        default = TextGenerator(folder, device="cpu", dtype="float32", threads=threads).model
+        engines["ours default"] = lambda ids, n: generate_ids(default, ids, n, greedy)
+    engines["ours unpacked"] = lambda ids, n: generate_ids(plain, ids, n, greedy)
+    if "ours int8" in wanted:
+        int8 = quantize_int8(copy.deepcopy(plain))
+        engines["ours int8"] = lambda ids, n: generate_ids(int8, ids, n, greedy)
+    tok = load_tokenizer()
+    for precision in ("float32", "int8"):
+        if f"ct2 {precision}" not in wanted:
+            continue
+        try:
+            gen = ct2_generator(folder, os.path.join(folder, f"ct2-{precision}"), precision, threads)
+        except ImportError:
+            print(f"# ct2 {precision}: skipped (pip install ctranslate2, a benchmark-only extra)")
+            continue
 
-def run_ours(model, ids, n, sample, use_cache=True):
-    cfg = InferenceConfig(max_new_tokens=n, eos_token_id=None, **(dict(do_sample=True, **GUIDE) if sample else
-                                                                 dict(do_sample=False, repetition_penalty=1.0)))
-    return generate_ids(model, ids, config=cfg, use_cache=use_cache)
-
-
-def first_difference(theirs: torch.Tensor, ours: torch.Tensor, T: int, reference) -> str:
-    "Where two greedy outputs first differ, and the float32 reference's logit of our token minus theirs there."
-    diff = (theirs[:, T:] != ours[:, T:]).any(0).nonzero()
-    if not len(diff): return "all"
-    k = int(diff[0]); row = int((theirs[:, T + k] != ours[:, T + k]).nonzero()[0])
-    with torch.no_grad(): logits = reference(ours[row:row + 1, :T + k]).logits[0, -1]   # the prefix both share
-    return f"differs at new token {k} (float32 {float(logits[ours[row, T + k]] - logits[theirs[row, T + k]]):+.3f})"
+        def run_ct2(ids, n, gen=gen):
+            tokens = [tok.convert_ids_to_tokens(row) for row in ids.tolist()]
+            res = gen.generate_batch(tokens, max_length=n, min_length=n, sampling_topk=1,
+                                     include_prompt_in_result=False)
+            return torch.cat([ids, torch.tensor([r.sequences_ids[0] for r in res])], dim=1)
+        engines[f"ct2 {precision}"] = run_ct2
+    return {k: engines[k] for k in ENGINES if k in engines and k in wanted}
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--new_tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="batch 1, prompt 16 only")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--prompts", type=int, nargs="+", default=[16, 512], help="prompt lengths")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    ap.add_argument("--prompts", type=int, nargs="+", default=[16], help="prompt lengths")
+    ap.add_argument("--threads", type=int, default=2, help="threads for every engine")
+    ap.add_argument("--engines", nargs="+", default=ENGINES, choices=ENGINES)
     ap.add_argument("--json")
     args = ap.parse_args()
-    dtype = getattr(torch, args.dtype)
-    exact = dtype == torch.float32                                                # bf16: greedy equality reported, not asserted
-    hf, ours = build(dtype=dtype)
-    reference = None if exact else build()[0]                       # transformers in float32, to judge bf16 ties
-    packed = pack_for_cpu(copy.deepcopy(ours)) if cpu_packing_available() and dtype in packable_dtypes() else None   # as the CLI
-    n = args.new_tokens
-    print(f"# CPU: {platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} threads; "
-          f"torch {torch.__version__}, transformers {transformers.__version__}; 124M shape, {args.dtype}, {n} new tokens, best of {args.repeats}"
-          + ("" if packed is not None else f"; not packed: oneDNN packs {'/'.join(str(d)[6:] for d in packable_dtypes()) or 'nothing'} here"))
-    print(f"{'batch':>5} {'prompt':>6} {'mode':>8} {'transformers tok/s':>19} {'ours tok/s':>11} {'ratio':>6}"
-          + ("" if packed is None else f" {'packed tok/s':>13} {'ratio':>6}")
-          + ("" if exact else "  greedy = transformers" + (" (ours)" if packed is None else " (ours, packed)")))
-    rows = []
-    for B in ([1] if args.quick else args.batches):
-        for T in ([16] if args.quick else args.prompts):
-            ids = torch.randint(0, 50257, (B, T), generator=torch.Generator().manual_seed(B * 1000 + T))
-            for sample in (False, True):
-                run_hf(hf, ids, 2, sample); run_ours(ours, ids, 2, sample)          # warm-up
-                t_hf, out_hf = timed(lambda: (torch.manual_seed(0), run_hf(hf, ids, n, sample))[1], args.repeats)
-                t_us, out_us = timed(lambda: run_ours(ours, ids, n, sample), args.repeats)
-                assert out_hf.shape == out_us.shape == (B, T + n)
-                if not sample and exact: assert torch.equal(out_hf, out_us), "greedy outputs differ"
-                r = dict(batch=B, prompt=T, mode="sample" if sample else "greedy",
-                         transformers_tok_s=B * n / t_hf, ours_tok_s=B * n / t_us, ratio=t_hf / t_us)
-                line = f"{B:>5} {T:>6} {r['mode']:>8} {r['transformers_tok_s']:>19.1f} {r['ours_tok_s']:>11.1f} {r['ratio']:>5.2f}x"
-                if packed is not None:
-                    run_ours(packed, ids, 2, sample)
-                    t_pk, out_pk = timed(lambda: run_ours(packed, ids, n, sample), args.repeats)
-                    if not sample and exact: assert torch.equal(out_hf, out_pk), "greedy outputs differ (packed)"
-                    r.update(packed_tok_s=B * n / t_pk, ratio_packed=t_hf / t_pk)
-                    line += f" {r['packed_tok_s']:>13.1f} {r['ratio_packed']:>5.2f}x"
-                if not sample and not exact:
-                    outs = [out_us] + ([out_pk] if packed is not None else [])
-                    r.update(greedy_same=[first_difference(out_hf, o, T, reference) for o in outs])
-                    line += "  " + ", ".join(r["greedy_same"])
-                rows.append(r)
-                print(line, flush=True)
-                if args.json: json.dump(rows, open(args.json, "w"), indent=1)     # after every row: a stopped run keeps its rows
-    if not exact:                                                # the cache's speedup is measured in float32, outputs equal
-        ids = torch.randint(0, 50257, (8, 16), generator=torch.Generator().manual_seed(8016))
-        with torch.no_grad():
-            ref = reference(ids).logits
-            err = {name: (m(ids).logits if name == "transformers" else m(ids)).float().sub(ref).abs().max().item()
-                   for name, m in (("transformers", hf), ("ours", ours), ("ours packed", packed)) if m is not None}
-        print(f"\n# {args.dtype} rounding: the largest |logit - float32 logit| (transformers' float32; 8 x 16 tokens): "
-              + ", ".join(f"{name} {e:.3f}" for name, e in err.items()))
-        rows.append(dict(mode="rounding", max_abs_logit_error=err))
-        if args.json: json.dump(rows, open(args.json, "w"), indent=1)
-        return
-    print("\n# KV cache: ours with vs without the cache (greedy, batch 1, 16 new tokens)")
-    print(f"{'prompt':>6} {'no cache tok/s':>15} {'cache tok/s':>12} {'speedup':>8}")
-    for T in ([16] if args.quick else args.prompts):
-        ids = torch.randint(0, 50257, (1, T), generator=torch.Generator().manual_seed(T))
-        t_nc, a = timed(lambda: run_ours(ours, ids, 16, False, use_cache=False), 1)
-        t_c, b = timed(lambda: run_ours(ours, ids, 16, False), args.repeats)
-        assert torch.equal(a, b)
-        rows.append(dict(prompt=T, mode="kv_cache", no_cache_tok_s=16 / t_nc, cache_tok_s=16 / t_c, speedup=t_nc / t_c))
-        print(f"{T:>6} {16 / t_nc:>15.1f} {16 / t_c:>12.1f} {t_nc / t_c:>7.1f}x", flush=True)
-    if args.json: json.dump(rows, open(args.json, "w"), indent=1)
+    torch.set_num_threads(args.threads)
+    n, rows = args.new_tokens, []
+    with tempfile.TemporaryDirectory() as folder:
+        hf = write_folder(folder)
+        engines = build_engines(folder, hf, args.threads, args.engines)
+        versions = f"torch {torch.__version__}, transformers {transformers.__version__}"
+        if any(k.startswith("ct2") for k in engines):
+            import ctranslate2
+            versions += f", ctranslate2 {ctranslate2.__version__}"
+        print(f"# CPU: {platform.processor() or platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), "
+              f"{args.threads} threads each; {versions}; GPT-2 124M shape, random weights, greedy, {n} new tokens; "
+              f"interleaved, median [best] of {args.repeats}; load average before: {os.getloadavg()[0]:.2f}")
+        print(f"{'batch':>5} {'prompt':>6} {'engine':>14} {'tok/s median [best]':>20} {'x transformers':>15} "
+              f"{'x ct2 same dtype':>17} {'greedy = transformers':>22}")
+        for B in args.batches:
+            for T in args.prompts:
+                ids = torch.randint(0, 50257, (B, T), generator=torch.Generator().manual_seed(B * 1000 + T))
+                outs, times = {}, {k: [] for k in engines}
+                for name, fn in engines.items():
+                    outs[name] = fn(ids, 2)                                   # warm-up
+                for _ in range(args.repeats):
+                    for name, fn in engines.items():
+                        t0 = time.perf_counter()
+                        outs[name] = fn(ids, n)
+                        times[name].append(time.perf_counter() - t0)
+                ref = outs["transformers"]
+                for name in engines:
+                    assert outs[name].shape == (B, T + n), (name, outs[name].shape)
+                    if name in ("ours default", "ours unpacked"):
+                        assert torch.equal(outs[name], ref), f"greedy outputs differ: {name}"
+                    same = (outs[name][:, T:] == ref[:, T:]).all(0).long().cumprod(0).sum().item()
+                    med, best = B * n / statistics.median(times[name]), B * n / min(times[name])
+                    peer = "ct2 int8" if "int8" in name else "ct2 float32"
+                    r = dict(batch=B, prompt=T, engine=name, tok_s_median=med, tok_s_best=best,
+                             x_transformers=statistics.median(times["transformers"]) / statistics.median(times[name]),
+                             x_ct2=(statistics.median(times[peer]) / statistics.median(times[name])
+                                    if peer in times and not name.startswith("ct2") else None),
+                             greedy_equal_tokens=same, load=os.getloadavg()[0])
+                    rows.append(r)
+                    x_ct2 = f"{r['x_ct2']:.2f}x" if r["x_ct2"] is not None else "-"
+                    print(f"{B:>5} {T:>6} {name:>14} {med:>10.1f} [{best:>7.1f}] {r['x_transformers']:>14.2f}x "
+                          f"{x_ct2:>17} {str(same) + ' of ' + str(n):>22}", flush=True)
+                print(f"# load average after batch {B}, prompt {T}: {os.getloadavg()[0]:.2f}", flush=True)
+                if args.json:
+                    json.dump(rows, open(args.json, "w"), indent=1)          # after each group: a stopped run keeps rows
 
 
 if __name__ == "__main__":

@@ -104,6 +104,8 @@ def test_bad_input_one_line_messages(random_pair):
         quantize_int8(m)
     once = quantize_int8(copy.deepcopy(ours))
     assert quantize_int8(once) is once                                   # quantizing twice: nothing to do
+    with pytest.raises(ValueError, match="an int8 model is not saved"):
+        once.save_checkpoint("int8.pth")
 
 
 def test_falls_back_to_weight_only_without_a_quantized_engine(random_pair, monkeypatch):
