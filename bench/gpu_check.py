@@ -20,7 +20,7 @@ import transformers
 from gpt2_learn.config import GPT2Config, InferenceConfig
 from gpt2_learn.model import GPT2Model
 from gpt2_learn.weights import convert_hf_state_dict, load_state_dict_strict
-from gpt2_learn.generation import NonFiniteLogitsError, generate, generate_ids, pad_left
+from gpt2_learn.generation import NonFiniteLogitsError, generate_ids, pad_left
 from gpt2_learn.sampling import process_logits
 from gpt2_learn.fast import fast_generate, sample_exponential, decode_floor_ms, COMPILE_MODES, resolve_compile
 
@@ -182,7 +182,7 @@ def t_nan_mid_run():
     with torch.no_grad(): poisoned.wpe.weight[20] = float("nan")
     for fast in (True, False):
         got = []
-        try: got.extend(generate(poisoned, P, 12, GREEDY, fast=fast))
+        try: got.extend(poisoned.generate(P, 12, GREEDY, fast=fast))
         except NonFiniteLogitsError: pass
         else: raise AssertionError(f"fast={fast}: no error")
         assert len(got) == 5, (fast, len(got))
@@ -197,7 +197,7 @@ def t_decoder_reuse():
     a, b = P, P.flip(1)
     want = {k: generate_ids(ours32, x, 40, GREEDY, fast=False) for k, x in (("a", a), ("b", b))}
     assert torch.equal(generate_ids(ours32, a, 40, GREEDY), want["a"]) and torch.equal(generate_ids(ours32, b, 40, GREEDY), want["b"])
-    g = generate(ours32, a, 40, GREEDY); [next(g) for _ in range(3)]; g.close()
+    g = ours32.generate(a, 40, GREEDY); [next(g) for _ in range(3)]; g.close()
     assert torch.equal(generate_ids(ours32, b, 40, GREEDY), want["b"])
     return "A, B, A abandoned after 3 tokens, B again on one captured decoder: every run equals the eager loop"
 
@@ -245,7 +245,7 @@ def t_variant_default_path():
     ours = ours_from(hf)
     ids = torch.randint(0, 50257, (2, 8), generator=torch.Generator().manual_seed(6)).to(dev)
     with torch.no_grad(): want = hf.generate(ids, max_new_tokens=24, do_sample=False, eos_token_id=None, pad_token_id=0)[:, 8:]
-    got = torch.stack(list(generate(ours, ids, config=GREEDY.replace(max_new_tokens=24))), 1)
+    got = torch.stack(list(ours.generate(ids, config=GREEDY.replace(max_new_tokens=24))), 1)
     assert torch.equal(got, want), (got.tolist(), want.tolist())
     return "24 greedy tokens x 2 rows equal transformers' (static cache + CUDA graph, eager kernels)"
 
@@ -330,7 +330,7 @@ def bench_row(name, B, mode, impl):
             count = lambda out: out[:, 16:].numel()
         elif impl == "stream":                          # ours as TextGenerator drives it: generate(), EOS checked, each token read
             scfg = cfg.replace(eos_token_id=50256)
-            run = lambda: [t.tolist() for t in generate(ours, ids, N, scfg)]
+            run = lambda: [t.tolist() for t in ours.generate(ids, N, scfg)]
             count = lambda out: B * len(out)
         else:
             run = lambda: ours_run(ours, ids, N, cfg, impl)

@@ -57,7 +57,7 @@ def _bfloat16_packs() -> bool:
         return False
 
 def packable_dtypes() -> tuple[torch.dtype, ...]:
-    "The weight dtypes oneDNN packs on this machine: float32, and bfloat16 where the CPU can; none without the operators."
+    "The weight dtypes oneDNN packs here: float32, and bfloat16 where the CPU can; none without the operators."
     if not cpu_packing_available():
         return ()
     return (torch.float32, torch.bfloat16) if _bfloat16_packs() else (torch.float32,)
@@ -197,7 +197,7 @@ def _plain_linear(m: nn.Module) -> nn.Linear | None:
     return lin
 
 def unpack_for_cpu(model: nn.Module) -> nn.Module:
-    "Undo `pack_for_cpu`, in place: plain `nn.Linear`s with the same weights (and the head tied to the embedding again)."
+    "Undo `pack_for_cpu`, in place: plain `nn.Linear`s with the same weights (the head tied to the embedding again)."
     return stream_friendly_layout(_swap_linears(model, _plain_linear))         # which also ties the head again
 
 def pack_for_cpu(model: nn.Module, batch_size: int = 4, min_weights: int = 1 << 18) -> nn.Module:
