@@ -638,7 +638,7 @@ class _QuietStream:
         self.write("")
     def _break(self):
         self.broken = True
-        if self.target is sys.__stderr__:          # ours: to /dev/null, or Python's flush at exit fails too (status 120)
+        if self.target is sys.__stderr__:          # ours: to /dev/null, or Python's flush at exit fails (status 120)
             try:
                 fd = os.open(os.devnull, os.O_WRONLY)
                 os.dup2(fd, self.target.fileno())
