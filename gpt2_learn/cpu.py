@@ -8,34 +8,10 @@ import copy, ctypes, functools
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .weights import stream_friendly_layout
 
 # %% auto #0
-__all__ = ['stream_friendly_layout', 'cpu_packing_available', 'packable_dtypes', 'PackedLinear', 'count_weights',
-           'unpack_for_cpu', 'pack_for_cpu']
-
-# %% ../nbs/16_cpu.ipynb #df225f9b
-def _laid_out(w: nn.Parameter) -> nn.Parameter:
-    "`w`, or a copy of it with the layout `stream_friendly_layout` wants (same values, shape and `requires_grad`)."
-    cpu_fp32 = w.dtype == torch.float32 and w.device.type in ("cpu", "meta")
-    want_columns = cpu_fp32 and w.shape[0] >= w.shape[1]               # out >= in: make `out` the contiguous side
-    if want_columns and w.stride(0) != 1:
-        return nn.Parameter(w.data.t().contiguous().t(), requires_grad=w.requires_grad)
-    if not want_columns and w.stride(1) != 1:
-        return nn.Parameter(w.data.contiguous(), requires_grad=w.requires_grad)
-    return w
-
-def stream_friendly_layout(model: nn.Module) -> nn.Module:
-    """Float32 weights on the CPU: each Linear/Embedding weight with its longer side contiguous; any other dtype or
-    device: row after row, as `nn.Linear` makes them. In place; same values and shapes; the head kept tied."""
-    new_of = {}                                                        # a weight two modules share is laid out once
-    for m in model.modules():
-        if isinstance(m, (nn.Linear, nn.Embedding)):
-            if id(m.weight) not in new_of:
-                new_of[id(m.weight)] = _laid_out(m.weight)
-            m.weight = new_of[id(m.weight)]
-    if isinstance(getattr(model, "lm_head", None), nn.Linear):
-        model.lm_head.weight = model.wte.weight
-    return model
+__all__ = ['cpu_packing_available', 'packable_dtypes', 'PackedLinear', 'count_weights', 'unpack_for_cpu', 'pack_for_cpu']
 
 # %% ../nbs/16_cpu.ipynb #cef6f665
 def cpu_packing_available() -> bool:

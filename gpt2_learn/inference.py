@@ -275,16 +275,55 @@ def _device_for_python(device) -> torch.device:
     except ValueError as e:
         raise ValueError(re.sub(r"--device (\w+)", r'device="\1"', str(e))) from None
 
+def _int8_device(device) -> torch.device:
+    "int8 runs on the CPU: `auto` means the CPU; another device is refused in one line."
+    if device is None or str(device) == "auto":
+        return torch.device("cpu")
+    dev = _device_for_python(device)
+    if dev.type != "cpu":
+        raise ValueError(f"int8 runs on the CPU, not {dev}: use device=\"cpu\" (--device cpu), or a float dtype "
+                         f"on the GPU")
+    return dev
+
+def _load_draft(draft_model, draft_k: int, model: GPT2Model) -> tuple[GPT2Model | None, int]:
+    "The draft model for speculative decoding (None: none), on the model's device, checked against it."
+    if isinstance(draft_k, bool) or not isinstance(draft_k, int) or not 1 <= draft_k <= 16:
+        raise ValueError(f"draft_k must be an integer from 1 to 16 (tokens the draft proposes a step), got {draft_k!r}")
+    if draft_model is None:
+        return None, draft_k
+    if str(draft_model) == "bundled":
+        from gpt2_learn.speculative import draft_model_path
+        draft_model = draft_model_path()
+    dtype = model.dtype if model.dtype in (torch.float16, torch.bfloat16) else None
+    try:
+        draft, _ = load_model(draft_model, model.device, dtype)
+    except ModelLoadError as e:
+        raise type(e)(f"draft model: {e}") from None
+    if draft.config.vocab_size != model.config.vocab_size:
+        raise ValueError(f"the draft model has {draft.config.vocab_size} tokens in its vocabulary but the model has "
+                         f"{model.config.vocab_size}: a draft must share the model's tokenizer")
+    return draft.eval(), draft_k
+
 class TextGenerator:
     "Load a GPT-2 once; generate streamed text, whole text, batches, or run an interactive session."
     def __init__(self, model_path: str | Path | None = None, device: str | torch.device = "auto", dtype=None,
-                 pack: bool = True, threads: int | None = None):
-        "`pack`: pack a CPU model's weights for faster products; `threads`: CPU threads (None: `choose_threads`)."
+                 pack: bool = True, threads: int | None = None, draft_model: str | Path | None = None,
+                 draft_k: int = 4):
+        """`dtype="int8"`: int8 weights and products on the CPU (the int8 lesson); `pack`: pack a CPU model's weights
+        for faster products; `threads`: CPU threads (None: `choose_threads`); `draft_model`: a small model with the
+        same vocabulary ("bundled": the draft shipped for the bundled model) that proposes `draft_k` tokens a step
+        for speculative decoding (the same text distribution, batch 1)."""
         self.threads = _check_threads(threads)
+        int8 = isinstance(dtype, str) and dtype.lower() == "int8"
+        device = _int8_device(device) if int8 else _device_for_python(device)
         self.model_file = resolve_model_path(model_path)                 # a training --out_dir: its best_model.pth
-        self.model, self.tokenizer = load_model(self.model_file, _device_for_python(device), dtype)
-        if pack:
+        self.model, self.tokenizer = load_model(self.model_file, device, None if int8 else dtype)
+        if int8:
+            from gpt2_learn.quant import quantize_int8
+            quantize_int8(self.model)
+        elif pack:
             _pack_if_cpu(self.model)
+        self.draft, self.draft_k = _load_draft(draft_model, draft_k, self.model)
         self.model_path, self.device, self.last_stats = model_path, self.model.device, None
 
     @classmethod
@@ -294,7 +333,20 @@ class TextGenerator:
         self.model, self.tokenizer = model.eval(), tokenizer if tokenizer is not None else load_tokenizer()
         self.model_path = self.model_file = None
         self.device, self.last_stats, self.threads = model.device, None, _check_threads(threads)
+        self.draft, self.draft_k = None, 4
         return self
+
+    def _generate_fn(self):
+        "What draws the tokens of one prompt: the model's own `generate`, or speculative decoding with the draft."
+        if self.draft is None:
+            return self.model.generate
+        from gpt2_learn.speculative import speculative_generate
+        def speculate(input_ids, config=None, trace=None, info=None):
+            if trace is not None:
+                raise ValueError("a trace of each step is not kept with a draft model: leave draft_model out")
+            return speculative_generate(self.model, self.draft, input_ids, config=config, draft_k=self.draft_k,
+                                        info=info)
+        return speculate
 
     def _threads(self, batch: int) -> int | None:
         "The CPU threads for a generation at `batch` (None on a GPU: nothing to set)."
@@ -333,7 +385,8 @@ class TextGenerator:
             yield self.generate_beams(prompt, config)[0]
             return
         config, clipped = self._fit(config, len(self.encode_prompt(prompt)))
-        ts, t0, reason = TextStream(self.model, self.tokenizer, prompt, config), time.perf_counter(), "interrupted"
+        ts = TextStream(self.model, self.tokenizer, prompt, config, generate_fn=self._generate_fn())
+        t0, reason = time.perf_counter(), "interrupted"
         try:
             with num_threads(self._threads(1)):
                 yield from ts
@@ -522,8 +575,13 @@ def _model_flags(g):
                    help="auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps (default: auto)")
     g.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: chosen for the model's size and the "
                    "batch: 1 for small models, where a second thread only slows a step down)")
-    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16"],
-                   help="weights' dtype (default: float32)")
+    g.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16", "fp32", "fp16", "bf16", "int8"],
+                   help="weights' dtype (default: float32); int8: int8 weights and products on the CPU")
+    g.add_argument("--draft_model", metavar="PATH", help="speculative decoding: a small model with the same tokenizer "
+                   "proposes --draft_k tokens a step and the model checks them in one pass (the same text "
+                   "distribution); 'bundled' is the draft shipped for the bundled model")
+    g.add_argument("--draft_k", type=int, default=4, metavar="K",
+                   help="tokens the draft model proposes a step, 1 to 16 (default: 4)")
 
 def _prompt_flags(g):
     src = g.add_mutually_exclusive_group()
@@ -654,6 +712,12 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
                 "--prompt TEXT or --prompt_file PATH")
     if args.threads is not None and args.threads < 1:
         return f"--threads must be an integer >= 1, got {args.threads} (or leave it out: chosen for the model)"
+    if not 1 <= args.draft_k <= 16:
+        return f"--draft_k must be from 1 to 16 (tokens the draft proposes a step), got {args.draft_k}"
+    if args.draft_model is not None and (args.num_beams or 1) > 1:
+        return "--draft_model speeds up sampling and greedy decoding, not beam search: leave one of them out"
+    if args.draft_model == "":
+        return "--draft_model is empty: give a checkpoint path (or 'bundled'), or leave the flag out"
     if args.model_path == "":
         return "--model_path is empty: give a path or a hub id, or leave the flag out for the bundled model"
     return None
@@ -714,8 +778,10 @@ def _main(argv: Sequence[str] | None) -> int:
         prompt = _read_cli_prompt(args)
         if hasattr(sys.stdout, "reconfigure") and (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
             sys.stdout.reconfigure(errors="replace")
-        device = resolve_device(args.device)       # its message names --device
-        gen = TextGenerator(args.model_path, device=device, dtype=args.dtype, threads=args.threads)
+        int8_on_auto = args.dtype == "int8" and args.device == "auto"
+        device = "cpu" if int8_on_auto else resolve_device(args.device)       # its message names --device
+        gen = TextGenerator(args.model_path, device=device, dtype=args.dtype, threads=args.threads,
+                            draft_model=args.draft_model, draft_k=args.draft_k)
         if args.model_path is None:
             err.write(f"note: {BUNDLED_MODEL_NOTE}\n")
         elif str(gen.model_file) != args.model_path:

@@ -13,7 +13,6 @@ from .config import GPT2Config, InferenceConfig
 from .tokenizer import load_tokenizer
 from fastcore.basics import patch
 from .model import GPT2Model, resolve_device, resolve_dtype
-from .cpu import stream_friendly_layout
 
 # %% auto #0
 __all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'BLOCK_KEY', 'INITIALISERS', 'JSON_MAX_BYTES', 'SAFETENSORS_HEADER_MAX',
@@ -22,10 +21,10 @@ __all__ = ['CONV1D_WEIGHTS', 'IGNORED_BUFFERS', 'BLOCK_KEY', 'INITIALISERS', 'JS
            'count_blocks', 'config_from_state_dict', 'check_keys', 'weight_shapes', 'check_weights_fit',
            'load_state_dict_strict', 'no_weight_init', 'empty_model', 'check_finite', 'model_from_state_dict',
            'CheckpointError', 'regular_file_size', 'read_bounded', 'check_safetensors_header', 'check_torch_zip',
-           'pickle_globals', 'checkpoint_globals', 'read_weights_file', 'load_pretrained', 'load_weights_only',
-           'atomic_torch_save', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint', 'bundled_model_path',
-           'load_bundled_model', 'hf_config_dict', 'generation_config_dict', 'is_model_folder', 'check_save_folder',
-           'check_fast_tokenizer', 'write_tokenizer_files', 'save_pretrained']
+           'pickle_globals', 'checkpoint_globals', 'stream_friendly_layout', 'read_weights_file', 'load_pretrained',
+           'load_weights_only', 'atomic_torch_save', 'save_checkpoint', 'read_checkpoint', 'load_checkpoint',
+           'bundled_model_path', 'load_bundled_model', 'hf_config_dict', 'generation_config_dict', 'is_model_folder',
+           'check_save_folder', 'check_fast_tokenizer', 'write_tokenizer_files', 'save_pretrained']
 
 # %% ../nbs/03_weights.ipynb #17e1eb5a
 CONV1D_WEIGHTS = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -345,6 +344,30 @@ def checkpoint_globals(path: str | Path) -> tuple[int, list[str]] | None:
                 break
             protocol, found, whole = max(protocol, read[0]), found + read[1], True
         return (protocol, found) if whole else None
+
+# %% ../nbs/03_weights.ipynb #4b903d02
+def _laid_out(w: nn.Parameter) -> nn.Parameter:
+    "`w`, or a copy of it with the layout `stream_friendly_layout` wants (same values, shape and `requires_grad`)."
+    cpu_fp32 = w.dtype == torch.float32 and w.device.type in ("cpu", "meta")
+    want_columns = cpu_fp32 and w.shape[0] >= w.shape[1]               # out >= in: make `out` the contiguous side
+    if want_columns and w.stride(0) != 1:
+        return nn.Parameter(w.data.t().contiguous().t(), requires_grad=w.requires_grad)
+    if not want_columns and w.stride(1) != 1:
+        return nn.Parameter(w.data.contiguous(), requires_grad=w.requires_grad)
+    return w
+
+def stream_friendly_layout(model: nn.Module) -> nn.Module:
+    """Float32 weights on the CPU: each Linear/Embedding weight with its longer side contiguous; any other dtype or
+    device: row after row, as `nn.Linear` makes them. In place; same values and shapes; the head kept tied."""
+    new_of = {}                                                        # a weight two modules share is laid out once
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            if id(m.weight) not in new_of:
+                new_of[id(m.weight)] = _laid_out(m.weight)
+            m.weight = new_of[id(m.weight)]
+    if isinstance(getattr(model, "lm_head", None), nn.Linear):
+        model.lm_head.weight = model.wte.weight
+    return model
 
 # %% ../nbs/03_weights.ipynb #4e3343fb
 HUB_IDS = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl", "openai-community/gpt2", "openai-community/gpt2-medium",
