@@ -114,7 +114,7 @@ def _count(stats: dict | None, k: int, kept: int) -> None:
         stats["accepted"][i] += int(i < kept)
     stats["rounds"] = stats.get("rounds", 0) + 1
 
-# %% ../nbs/14_speculative.ipynb #6e0cbc00
+# %% ../nbs/14_speculative.ipynb #beb65817
 @torch.no_grad()
 def speculative_generate(model, draft, input_ids, max_new_tokens: int | None = None,
                          config: InferenceConfig | dict | None = None, attention_mask=None, *, draft_k: int = 4,
