@@ -1,7 +1,7 @@
 """Refresh the outputs of chosen cells of a notebook, keeping every other cell's committed outputs.
 
-    python tools/refresh_outputs.py nbs/10_performance.ipynb                 # code cells that have no output yet
-    python tools/refresh_outputs.py nbs/09_train.ipynb --cells 1a2b3c4d ...  # these cells (their ids)
+    python tools/refresh_outputs.py nbs/15_performance.ipynb                 # code cells that have no output yet
+    python tools/refresh_outputs.py nbs/18_train.ipynb --cells 1a2b3c4d ...  # these cells (their ids)
 
 For a notebook whose other outputs must stay as they were made: timings measured on another machine, or the results
 of cells flagged in settings.ini's tst_flags (training, GPU runs), which are skipped here as `nbdev_test` skips them.
