@@ -317,7 +317,7 @@ BAD_FLAGS = [
     (["--min_p", "2"], "--min_p"),
     (["--preset", "fast"], "invalid choice: 'fast'"),
     (["--device", "gpu"], "'gpu' is not a device"),
-    (["--dtype", "int8"], "invalid choice"),
+    (["--dtype", "int4"], "invalid choice"),
     (["--prompt", "-", "--interactive"], "--prompt - reads all of stdin, which interactive mode reads too"),
 ]
 
